@@ -1,0 +1,29 @@
+# One command each: `make demo` (set up, generate demo data, train, evaluate) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO_RUN ?= outputs/demo
+
+.PHONY: install demo demo-unimodal test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/cmtrain hydra.run.dir=$(DEMO_RUN)
+	$(BIN)/cmeval ckpt=$(DEMO_RUN)/checkpoints/best.ckpt hydra.run.dir=$(DEMO_RUN)/eval
+
+# The same demo with the image alone: the baseline that fusion must beat.
+demo-unimodal: install
+	$(BIN)/cmtrain 'modalities=[image]' hydra.run.dir=$(DEMO_RUN)-image
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf outputs multirun .pytest_cache

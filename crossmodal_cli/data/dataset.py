@@ -1,0 +1,90 @@
+"""A Dataset over one split of a Table, the collate function that tokenises a batch's texts at once, and loaders.
+
+A batch is a plain dict: `inputs` (modality -> tensor, or for text a dict of input_ids/attention_mask),
+`target` [B] int64 and `index` [B] (row in the split's frame, for predictions). The training loop moves it to the
+device without knowing which modalities it holds.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from crossmodal_cli.data.modalities import load_audio, load_image
+from crossmodal_cli.errors import CrossmodalError
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    sample_rate: int
+    seconds: float
+
+
+class TableDataset(Dataset):
+    """Rows of one split; item = {"image": uint8 [3,S,S], "text": str, "audio": float [N], "target": int, "index": int}."""
+
+    def __init__(self, frame: pd.DataFrame, modalities: list[str], image_size: int, audio: AudioSettings,
+                 train: bool, augment: bool, seed: int):
+        self.columns = {m: frame[m].tolist() for m in modalities}
+        self.targets = frame["target"].to_numpy()
+        self.image_size, self.audio, self.train, self.seed = image_size, audio, train, seed
+        self.augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(
+            image_size, scale=(0.8, 1.0), antialias=True)]) if (train and augment) else None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> dict:
+        item: dict = {"target": int(self.targets[i]), "index": i}
+        for modality, values in self.columns.items():
+            if modality == "image":
+                image = load_image(values[i], self.image_size)
+                item["image"] = self.augment(image) if self.augment is not None else image
+            elif modality == "audio":
+                rng = np.random.default_rng(torch.randint(0, 2**31, ()).item()) if self.train else None
+                item["audio"] = load_audio(values[i], self.audio.sample_rate, self.audio.seconds, rng)
+            else:
+                item["text"] = values[i]
+        return item
+
+
+class Collate:
+    """Stack a list of items into a batch; texts go through the tokenizer once per batch."""
+
+    def __init__(self, tokenizer=None, max_length: int = 128):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, items: list[dict]) -> dict:
+        inputs: dict = {}
+        for key in ("image", "audio"):
+            if key in items[0]:
+                inputs[key] = torch.stack([it[key] for it in items])
+        if "text" in items[0]:
+            enc = self.tokenizer([it["text"] for it in items], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt", return_token_type_ids=False)
+            inputs["text"] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return {"inputs": inputs, "target": torch.tensor([it["target"] for it in items]),
+                "index": torch.tensor([it["index"] for it in items])}
+
+
+def resolve_workers(value: int | str) -> int:
+    """`auto` = min(8, cores - 1); otherwise a non-negative int."""
+    if value == "auto":
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise CrossmodalError(f"trainer.num_workers={value!r}: use a number >= 0 or auto")
+
+
+def make_loader(dataset: TableDataset, collate: Collate, *, batch_size: int, shuffle: bool, num_workers: int,
+                seed: int, pin_memory: bool, drop_last: bool = False) -> DataLoader:
+    """DataLoader with seeded shuffling and worker seeds, persistent workers and prefetching when num_workers > 0."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, drop_last=drop_last,
+                      num_workers=num_workers, pin_memory=pin_memory, generator=generator,
+                      persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)

@@ -1,0 +1,89 @@
+"""How one image or audio file becomes a tensor, and how texts become token ids.
+
+Images stay uint8 until they reach the model (4x less to copy than float32; the image encoder normalises on the
+device). Audio is a float32 mono waveform at a fixed rate and length; the audio encoder computes the spectrogram.
+Text is tokenised once per batch by a Hugging Face fast tokenizer (see `Collate` in dataset.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from PIL import Image, UnidentifiedImageError
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from crossmodal_cli.errors import CrossmodalError
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]"}
+
+
+def load_image(path: str, size: int) -> torch.Tensor:
+    """RGB image resized to size x size: uint8 [3, size, size]."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when much larger than needed
+            img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        raise CrossmodalError(f"{path}: cannot read image ({err})") from None
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+
+
+def load_audio(path: str, sample_rate: int, seconds: float, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """Mono waveform at sample_rate, cropped or zero-padded to `seconds`: float32 [sample_rate * seconds].
+
+    With `rng` (training) a long clip is cropped at a random offset, else from its start.
+    """
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise CrossmodalError(f"{path}: cannot read audio ({err})") from None
+    wave = torch.from_numpy(data.mean(axis=1))
+    if rate != sample_rate:
+        wave = AF.resample(wave, rate, sample_rate)
+    length = int(round(sample_rate * seconds))
+    if wave.numel() > length:
+        start = int(rng.integers(0, wave.numel() - length + 1)) if rng is not None else 0
+        wave = wave[start:start + length]
+    elif wave.numel() < length:
+        wave = torch.nn.functional.pad(wave, (0, length - wave.numel()))
+    return wave.contiguous()
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool) -> PreTrainedTokenizerFast:
+    """A BERT-style WordPiece tokenizer trained on `texts` (the training split): [CLS] text [SEP]."""
+    tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+                                        show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    cls, sep = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def load_pretrained_tokenizer(folder: str) -> PreTrainedTokenizerBase:
+    """A Hugging Face fast tokenizer from a local folder (never from the hub)."""
+    if not Path(folder, "tokenizer.json").is_file() and not Path(folder, "vocab.txt").is_file():
+        raise CrossmodalError(f"data.text.tokenizer={folder}: no tokenizer.json or vocab.txt in that folder")
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True, use_fast=True)
+
+
+def tokenizer_to_json(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The tokenizer as one JSON string (safe to store in a checkpoint): its tokenizer.json plus special tokens."""
+    return json.dumps({"tokenizer": tokenizer.backend_tokenizer.to_str(),
+                       "special_tokens": {k: getattr(tokenizer, k) for k in SPECIAL_TOKENS}})
+
+
+def tokenizer_from_json(text: str) -> PreTrainedTokenizerFast:
+    stored = json.loads(text)
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(stored["tokenizer"]),
+                                   **{k: v for k, v in stored["special_tokens"].items() if v is not None})

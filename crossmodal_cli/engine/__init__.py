@@ -1,0 +1,1 @@
+"""Training engine: the loop, checkpoints, schedules and reporting. Knows nothing about modalities."""

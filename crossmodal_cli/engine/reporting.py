@@ -1,0 +1,102 @@
+"""Where numbers go: metrics.jsonl (one line per epoch), metrics.json, TensorBoard, a PNG of the curves, the log."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: NaN/inf become null, tensors and numpy scalars become floats."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Write JSON atomically (temporary file + rename), so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_plain(data), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+
+
+def metrics_table(results: Mapping[str, Mapping[str, float] | None]) -> str:
+    """A small text table: one row per split, one column per metric."""
+    rows = {split: m for split, m in results.items() if m}
+    names = sorted({k for m in rows.values() for k in m})
+    lines = [f"{'split':<8}" + "".join(f"{n:>12}" for n in names)]
+    for split, m in rows.items():
+        lines.append(f"{split:<8}" + "".join(f"{m[n]:>12.4f}" if n in m else f"{'':>12}" for n in names))
+    return "\n".join(lines)
+
+
+class RunReporter:
+    """Appends epoch records to metrics.jsonl and TensorBoard; draws curves.png at the end."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self.jsonl = self.run_dir / "metrics.jsonl"
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(key, value, step)
+
+    def epoch(self, record: Mapping[str, Any]) -> None:
+        """One line per epoch: epoch, step, train/loss, val/*, seconds, samples_per_second, lr."""
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(_plain(record)) + "\n")
+        self.scalars({k: v for k, v in record.items() if "/" in k and isinstance(v, (int, float))}, record["step"])
+        log.info("epoch %d  %s", record["epoch"], format_metrics({k: v for k, v in record.items() if k != "epoch"}))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.plot()
+
+    def plot(self) -> None:
+        """curves.png: train/val loss and every other val metric per epoch."""
+        if not self.jsonl.is_file():
+            return
+        records = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        if not records:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [r["epoch"] for r in records]
+        others = sorted({k for r in records for k in r if k.startswith("val/") and k != "val/loss"})
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for key in ("train/loss", "val/loss"):
+            axes[0].plot(epochs, [r.get(key) for r in records], marker="o", label=key)
+        for key in others:
+            axes[1].plot(epochs, [r.get(key) for r in records], marker="o", label=key)
+        for ax, title in zip(axes, ("loss", "validation metrics")):
+            ax.set_xlabel("epoch")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.run_dir / "curves.png", dpi=100)
+        plt.close(fig)

@@ -1,0 +1,58 @@
+"""Learning-rate schedules built from torch.optim.lr_scheduler, stepped once per optimizer step.
+
+Each builder is configured by a `configs/scheduler/*.yaml` with `_partial_: true`; the loop supplies
+`optimizer`, `steps_per_epoch` and `max_epochs` at run time. Durations in the configs are in epochs (may be
+fractional) and converted to optimizer steps here.
+"""
+from __future__ import annotations
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import (ConstantLR, CosineAnnealingLR, LinearLR, LRScheduler, OneCycleLR, SequentialLR,
+                                      StepLR)
+
+from crossmodal_cli.errors import CrossmodalError
+
+
+def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, total: int) -> int:
+    if warmup_epochs < 0:
+        raise CrossmodalError(f"scheduler.warmup_epochs={warmup_epochs} must be >= 0")
+    return min(int(round(warmup_epochs * steps_per_epoch)), max(total - 1, 0))
+
+
+def _with_warmup(optimizer: Optimizer, warmup: int, after: LRScheduler) -> LRScheduler:
+    """Linear warm-up from ~0 to the base learning rate over `warmup` steps, then `after`."""
+    if warmup == 0:
+        return after
+    ramp = LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
+    return SequentialLR(optimizer, [ramp, after], milestones=[warmup])
+
+
+def cosine(optimizer: Optimizer, *, steps_per_epoch: int, max_epochs: int, warmup_epochs: float,
+           min_lr_ratio: float) -> LRScheduler:
+    total = steps_per_epoch * max_epochs
+    warmup = _warmup_steps(warmup_epochs, steps_per_epoch, total)
+    base = optimizer.param_groups[0]["lr"]
+    decay = CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=base * min_lr_ratio)
+    return _with_warmup(optimizer, warmup, decay)
+
+
+def onecycle(optimizer: Optimizer, *, steps_per_epoch: int, max_epochs: int, warmup_epochs: float,
+             max_lr_ratio: float) -> LRScheduler:
+    total = max(steps_per_epoch * max_epochs, 2)
+    warmup = max(_warmup_steps(warmup_epochs, steps_per_epoch, total), 1)
+    return OneCycleLR(optimizer, max_lr=[g["lr"] * max_lr_ratio for g in optimizer.param_groups],
+                      total_steps=total, pct_start=warmup / total, anneal_strategy="cos")
+
+
+def step(optimizer: Optimizer, *, steps_per_epoch: int, max_epochs: int, warmup_epochs: float, step_epochs: float,
+         gamma: float) -> LRScheduler:
+    total = steps_per_epoch * max_epochs
+    warmup = _warmup_steps(warmup_epochs, steps_per_epoch, total)
+    decay = StepLR(optimizer, step_size=max(int(round(step_epochs * steps_per_epoch)), 1), gamma=gamma)
+    return _with_warmup(optimizer, warmup, decay)
+
+
+def constant(optimizer: Optimizer, *, steps_per_epoch: int, max_epochs: int, warmup_epochs: float) -> LRScheduler:
+    total = steps_per_epoch * max_epochs
+    warmup = _warmup_steps(warmup_epochs, steps_per_epoch, total)
+    return _with_warmup(optimizer, warmup, ConstantLR(optimizer, factor=1.0, total_iters=0))

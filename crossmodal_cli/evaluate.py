@@ -1,0 +1,96 @@
+"""`cmeval ckpt=PATH`: rebuild model, tokenizer and labels from a checkpoint alone and evaluate it.
+
+Evaluates the checkpoint's own test split (or `split=val|train`), or `data.test_csv=OTHER.csv`; writes
+metrics.json and predictions.csv (row, CSV line, true label, predicted label, one probability column per class).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from crossmodal_cli.build import (build_model, load_data, make_split_loader, resolve_device, resolve_precision,
+                                  seed_everything)
+from crossmodal_cli.data.dataset import resolve_workers
+from crossmodal_cli.data.modalities import tokenizer_from_json
+from crossmodal_cli.data.table import SPLITS
+from crossmodal_cli.engine.checkpoint import load_checkpoint
+from crossmodal_cli.engine.loop import evaluate as evaluate_loader
+from crossmodal_cli.engine.reporting import metrics_table, write_json
+from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
+from crossmodal_cli.paths import config_dir
+
+log = logging.getLogger(__name__)
+
+
+def _data_config(stored: DictConfig, overrides: DictConfig) -> tuple[DictConfig, str]:
+    """The stored data config, pointed at `overrides.test_csv` when given. Returns (data config, split)."""
+    data = stored.data
+    if not overrides.test_csv:
+        if overrides.root:
+            data.root = str(Path(overrides.root).resolve())
+        return data, None
+    csv = Path(overrides.test_csv).resolve()
+    data.csv = data.train_csv = data.val_csv = None
+    data.test_csv = str(csv)
+    data.root = str(Path(overrides.root).resolve()) if overrides.root else None
+    data.demo = None
+    return data, "test"
+
+
+def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Evaluate cfg.ckpt; return the metrics of the chosen split."""
+    run_dir = Path(run_dir)
+    state = load_checkpoint(cfg.ckpt)
+    stored = OmegaConf.create(state["config"])
+    data, forced = _data_config(stored, cfg.data)
+    split = forced or cfg.split
+    if split not in SPLITS:
+        raise CrossmodalError(f"split={split}: use train, val or test")
+    seed_everything(stored.seed)
+    device = resolve_device(cfg.trainer.device)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    classes = list(state["classes"])
+    table = load_data(data, list(state["modalities"]), stored.seed, classes=classes, keep=[split])
+    if len(table.splits[split]) == 0:
+        raise CrossmodalError(f"{cfg.ckpt}: the stored data has no {split} split; "
+                              f"pass data.test_csv=FILE.csv or split=val")
+    tokenizer = tokenizer_from_json(state["tokenizer"]) if state.get("tokenizer") else None
+    model, task = build_model(stored, table.modalities, len(classes), tokenizer)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    loader = make_split_loader(table, split, data, tokenizer, batch_size=cfg.trainer.batch_size or
+                               stored.trainer.batch_size, train=False, seed=stored.seed,
+                               num_workers=resolve_workers(cfg.trainer.num_workers), pin_memory=device.type == "cuda")
+    metrics, outputs = evaluate_loader(model, loader, task, device, precision, keep_outputs=True, desc=split,
+                                       progress_bar=True)
+    frame = table.splits[split]
+    rows = frame.iloc[outputs.indices.numpy()]
+    predictions = pd.DataFrame({"row": outputs.indices.numpy(), "source": rows["source"].to_numpy(),
+                                "line": rows["line"].to_numpy(), "label": rows["label"].to_numpy(),
+                                "predicted": [classes[i] for i in outputs.probabilities.argmax(1).tolist()]})
+    probabilities = pd.DataFrame(outputs.probabilities.numpy(), columns=[f"prob_{c}" for c in classes])
+    pd.concat([predictions, probabilities], axis=1).to_csv(run_dir / "predictions.csv", index=False,
+                                                           float_format="%.6f")
+    write_json(run_dir / "metrics.json", {split: metrics, "checkpoint": str(Path(cfg.ckpt).resolve()),
+                                          "rows": len(frame)})
+    log.info("%s on %s (%d rows)\n%s\nwrote %s", Path(cfg.ckpt).name, split, len(frame),
+             metrics_table({split: metrics}), run_dir / "predictions.csv")
+    return metrics
+
+
+@hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    """Console script `cmeval`."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    evaluate(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

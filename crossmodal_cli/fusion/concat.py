@@ -1,0 +1,27 @@
+"""Early (feature-level) fusion: project each modality's pooled vector, concatenate, MLP.
+
+The baseline of every multimodal comparison (e.g. Baltrusaitis et al., "Multimodal Machine Learning: A Survey
+and Taxonomy", 2018). Takes {modality: Encoded(pooled [B, D_m])}; gives [B, hidden_dim].
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from crossmodal_cli.encoders import Encoded
+
+
+class ConcatFusion(nn.Module):
+    def __init__(self, in_dims: Mapping[str, int], proj_dim: int, hidden_dim: int, dropout: float):
+        super().__init__()
+        self.modalities = sorted(in_dims)
+        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(in_dims[m], proj_dim), nn.LayerNorm(proj_dim))
+                                   for m in self.modalities})
+        self.mlp = nn.Sequential(nn.Linear(proj_dim * len(self.modalities), hidden_dim), nn.GELU(),
+                                 nn.Dropout(dropout))
+        self.out_dim = hidden_dim
+
+    def forward(self, encoded: Mapping[str, Encoded]) -> torch.Tensor:
+        return self.mlp(torch.cat([self.proj[m](encoded[m].pooled) for m in self.modalities], dim=-1))

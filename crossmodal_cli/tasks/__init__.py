@@ -1,0 +1,1 @@
+"""Tasks: the head, loss, metrics and prediction decoding of one kind of target."""

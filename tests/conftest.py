@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny data sets written into tmp_path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from PIL import Image
+
+
+def write_dataset(folder: Path, n: int = 12, with_split: bool = False, seed: int = 0) -> Path:
+    """A CSV with n rows of real PNG/WAV files and two labels; returns its path."""
+    rng = np.random.default_rng(seed)
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    (folder / "wav").mkdir(exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / "img" / f"{i}.png")
+        sf.write(folder / "wav" / f"{i}.wav", rng.normal(0, 0.1, 4000).astype("float32"), 8000)
+        row = {"image_path": f"img/{i}.png", "text": f"caption number {i}", "audio_path": f"wav/{i}.wav",
+               "label": "cat" if i % 2 else "dog"}
+        if with_split:
+            row["split"] = ("train", "train", "val", "test")[i % 4] if i >= 4 else ("train", "val", "train", "val")[i]
+        rows.append(row)
+    path = folder / "data.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def dataset_csv(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "ds")

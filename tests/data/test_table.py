@@ -1,0 +1,123 @@
+"""The CSV contract: columns, splits, labels and the one-line errors for each way a CSV can be wrong."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from conftest import write_dataset
+from crossmodal_cli.data.table import load_table, stratified_split
+from crossmodal_cli.errors import CrossmodalError
+
+COLUMNS = {"image": "image_path", "text": "text", "audio": "audio_path", "label": "label", "split": "split"}
+
+
+def load(csv, **kw):
+    args = dict(csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25, test_fraction=0.25, seed=0)
+    args.update(kw)
+    return load_table(**args)
+
+
+def test_every_modality_with_a_column_is_used_and_paths_are_resolved_against_the_csv_folder(dataset_csv):
+    table = load(dataset_csv)
+    assert table.modalities == ["image", "text", "audio"]
+    assert table.classes == ["cat", "dog"]
+    train = table.splits["train"]
+    assert all(p.startswith(str(dataset_csv.parent)) for p in train["image"])
+    assert set(train["target"]) == {0, 1}
+    assert sum(len(f) for f in table.splits.values()) == 12
+
+
+def test_stratified_split_is_seeded_and_keeps_label_proportions(dataset_csv):
+    a, b = load(dataset_csv, seed=1), load(dataset_csv, seed=1)
+    c = load(dataset_csv, seed=2)
+    assert a.splits["val"]["line"].tolist() == b.splits["val"]["line"].tolist()
+    assert a.splits["val"]["line"].tolist() != c.splits["val"]["line"].tolist()
+    for split, n in {"train": 4, "val": 4, "test": 4}.items():  # 6 per label: round(1.5) = 2 to val and test
+        frame = a.splits[split]
+        assert len(frame) == n and frame["label"].nunique() == 2
+
+
+def test_split_column_decides_the_split(tmp_path):
+    csv = write_dataset(tmp_path, n=12, with_split=True)
+    table = load(csv)
+    raw = pd.read_csv(csv)
+    assert len(table.splits["val"]) == (raw["split"] == "val").sum()
+    assert len(table.splits["test"]) == (raw["split"] == "test").sum()
+
+
+def test_integer_labels_sort_numerically(tmp_path):
+    csv = write_dataset(tmp_path, n=12)
+    frame = pd.read_csv(csv)
+    frame["label"] = [str(v) for v in [10, 2, 1] * 4]
+    frame.to_csv(csv, index=False)
+    assert load(csv, modalities=["text"]).classes == ["1", "2", "10"]
+
+
+def test_chosen_modalities_only(dataset_csv):
+    assert load(dataset_csv, modalities=["text", "image"]).modalities == ["image", "text"]
+
+
+def test_custom_column_names(tmp_path):
+    csv = write_dataset(tmp_path)
+    pd.read_csv(csv).rename(columns={"text": "caption", "label": "y"}).to_csv(csv, index=False)
+    table = load(csv, columns={**COLUMNS, "text": "caption", "label": "y"})
+    assert "text" in table.modalities and table.classes == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.drop(columns=["label"]), r"column 'label' \(data.columns.label\) not found; the CSV has columns: "
+                                          r"image_path, text, audio_path"),
+    (lambda f: f.assign(label=["", *f["label"][1:]]), r"column 'label' is blank in 1 row \(line 2\)"),
+    (lambda f: f.assign(split=["oops"] + ["train"] * (len(f) - 1)), r"column 'split' has values other than "
+                                                                    r"train/val/test in 1 row \(line 2\)"),
+    (lambda f: f.assign(split="train"), r"the val split has no rows"),
+])
+def test_bad_csv_gives_one_line_error_naming_file_column_and_rows(dataset_csv, change, message):
+    change(pd.read_csv(dataset_csv, dtype=str, keep_default_na=False)).to_csv(dataset_csv, index=False)
+    with pytest.raises(CrossmodalError, match=message) as err:
+        load(dataset_csv)
+    assert str(dataset_csv) in str(err.value) or "split" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_empty_and_missing_csv(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(CrossmodalError, match="empty.csv: the CSV file is empty"):
+        load(empty)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("image_path,text,label\n")
+    with pytest.raises(CrossmodalError, match="header but no data rows"):
+        load(header_only)
+    with pytest.raises(CrossmodalError, match="nope.csv: CSV file not found"):
+        load(tmp_path / "nope.csv")
+
+
+def test_asking_for_a_modality_without_a_column(tmp_path):
+    csv = write_dataset(tmp_path)
+    pd.read_csv(csv).drop(columns=["audio_path"]).to_csv(csv, index=False)
+    with pytest.raises(CrossmodalError, match=r"'audio_path' \(data.columns.audio\) not found"):
+        load(csv, modalities=["image", "audio"])
+
+
+def test_label_only_in_validation_is_reported(tmp_path):
+    csv = write_dataset(tmp_path, n=12, with_split=True)
+    frame = pd.read_csv(csv)
+    frame.loc[frame["split"] == "val", "label"] = "bird"
+    frame.to_csv(csv, index=False)
+    with pytest.raises(CrossmodalError, match="label 'bird' in the val split is not in the training split"):
+        load(csv)
+
+
+def test_fixed_vocabulary_for_evaluation(dataset_csv):
+    table = load(dataset_csv, classes=["dog", "cat", "cow"], keep=["test"])
+    assert list(table.splits) == ["test"]
+    assert set(table.splits["test"]["target"]) <= {0, 1}
+    assert (table.splits["test"]["label"] == "dog").eq(table.splits["test"]["target"] == 0).all()
+
+
+def test_stratified_split_keeps_a_training_row_for_rare_labels():
+    frame = pd.DataFrame({"label": ["a"] * 10 + ["b"], "line": range(2, 13)})
+    parts = stratified_split(frame, 0.3, 0.3, seed=0)
+    assert "b" in set(parts["train"]["label"])
+    assert sum(len(p) for p in parts.values()) == 11

@@ -21,7 +21,7 @@ from crossmodal_cli.data.dataset import AudioSettings, Collate, TableDataset, ma
 from crossmodal_cli.data.demo import ensure_demo
 from crossmodal_cli.data.modalities import load_pretrained_tokenizer, train_wordpiece
 from crossmodal_cli.data.table import SPLITS, Table, load_table
-from crossmodal_cli.data.validation import check_files
+from crossmodal_cli.data.validation import check_inputs
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.model import MultimodalModel
 
@@ -78,7 +78,7 @@ def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, cla
     table = load_table(csv=data.csv, train_csv=data.train_csv, val_csv=data.val_csv, test_csv=data.test_csv,
                        root=data.root, columns=data.columns, modalities=modalities, val_fraction=data.val_fraction,
                        test_fraction=data.test_fraction, seed=seed, classes=classes, keep=keep)
-    check_files(table, data.columns)
+    table.report = check_inputs(table, data.columns, data.on_missing)
     sizes = ", ".join(f"{s} {len(f)}" for s, f in table.splits.items())
     log.info("data: %s rows; %d classes; modalities %s", sizes, len(table.classes), ",".join(table.modalities))
     return table
@@ -95,7 +95,7 @@ def make_split_loader(table: Table, split: str, data: DictConfig, tokenizer, *, 
                       num_workers: int, seed: int, pin_memory: bool):
     dataset = TableDataset(table.splits[split], table.modalities, data.image_size,
                            AudioSettings(data.audio.sample_rate, data.audio.seconds), train=train,
-                           augment=data.augment, seed=seed)
+                           augment=data.augment)
     return make_loader(dataset, Collate(tokenizer, data.text.max_length), batch_size=batch_size, shuffle=train,
                        num_workers=num_workers, seed=seed, pin_memory=pin_memory)
 
@@ -121,7 +121,10 @@ def build_model(cfg: DictConfig, modalities: Sequence[str], num_classes: int, to
     encoders = {m: _instantiate(cfg.encoder[m], f"encoder/{m}", **runtime[m]) for m in modalities}
     fusion = _instantiate(cfg.fusion, "fusion", in_dims={m: e.out_dim for m, e in encoders.items()})
     task = _instantiate(cfg.task, "task", num_classes=num_classes)
-    return MultimodalModel(encoders, fusion, task.head(fusion.out_dim)), task
+    dropout = cfg.trainer.modality_dropout
+    if not 0 <= dropout < 1:
+        raise CrossmodalError(f"trainer.modality_dropout={dropout}: must be in [0, 1)")
+    return MultimodalModel(encoders, fusion, task.head(fusion.out_dim), modality_dropout=dropout), task
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -62,6 +62,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     if tokenizer is not None:
         tokenizer.save_pretrained(run_dir / "tokenizer")
     write_json(run_dir / "labels.json", {"classes": table.classes})
+    write_json(run_dir / "data_report.json", {"rows": {s: len(f) for s, f in table.splits.items()},
+                                              "unusable_inputs": table.report, "on_missing": cfg.data.on_missing})
 
     model, task = build_model(cfg, table.modalities, len(table.classes), tokenizer)
     model.to(device)
@@ -95,6 +97,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         test_loader = make_split_loader(table, "test", train=False, **loader)
         results["test"] = evaluate(model, test_loader, task, device, precision)[0]
     results["best_epoch"] = summary["best_epoch"]
+    if hasattr(model.fusion, "summary"):  # learned modality weights and similar, for the report
+        results["fusion"] = model.fusion.summary()
     write_json(run_dir / "metrics.json", results)
     log.info("best checkpoint (epoch %d of %d): %s\n%s", summary["best_epoch"], summary["epochs"],
              run_dir / "checkpoints" / "best.ckpt", metrics_table({"val": results["val"], "test": results["test"]}))

@@ -1,6 +1,7 @@
 """A Dataset over one split of a Table, the collate function that tokenises a batch's texts at once, and loaders.
 
 A batch is a plain dict: `inputs` (modality -> tensor, or for text a dict of input_ids/attention_mask),
+`present` (modality -> bool [B], False where a row has no usable input for it and a zero stands in),
 `target` [B] int64 and `index` [B] (row in the split's frame, for predictions). The training loop moves it to the
 device without knowing which modalities it holds.
 """
@@ -26,13 +27,16 @@ class AudioSettings:
 
 
 class TableDataset(Dataset):
-    """Rows of one split; item = {"image": uint8 [3,S,S], "text": str, "audio": float [N], "target": int, "index": int}."""
+    """Rows of one split; item = {"image": uint8 [3,S,S], "text": str, "audio": float [N], "present": {m: bool},
+    "target": int, "index": int}. A missing input (frame column has_<m> False) is zeros / empty text."""
 
     def __init__(self, frame: pd.DataFrame, modalities: list[str], image_size: int, audio: AudioSettings,
-                 train: bool, augment: bool, seed: int):
+                 train: bool, augment: bool):
         self.columns = {m: frame[m].tolist() for m in modalities}
+        self.present = {m: (frame[f"has_{m}"].to_numpy(bool) if f"has_{m}" in frame else np.ones(len(frame), bool))
+                        for m in modalities}
         self.targets = frame["target"].to_numpy()
-        self.image_size, self.audio, self.train, self.seed = image_size, audio, train, seed
+        self.image_size, self.audio, self.train = image_size, audio, train
         self.augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(
             image_size, scale=(0.8, 1.0), antialias=True)]) if (train and augment) else None
 
@@ -40,9 +44,12 @@ class TableDataset(Dataset):
         return len(self.targets)
 
     def __getitem__(self, i: int) -> dict:
-        item: dict = {"target": int(self.targets[i]), "index": i}
+        item: dict = {"target": int(self.targets[i]), "index": i,
+                      "present": {m: bool(p[i]) for m, p in self.present.items()}}
         for modality, values in self.columns.items():
-            if modality == "image":
+            if not item["present"][modality]:
+                item[modality] = self._blank(modality)
+            elif modality == "image":
                 image = load_image(values[i], self.image_size)
                 item["image"] = self.augment(image) if self.augment is not None else image
             elif modality == "audio":
@@ -51,6 +58,14 @@ class TableDataset(Dataset):
             else:
                 item["text"] = values[i]
         return item
+
+
+    def _blank(self, modality: str):
+        if modality == "image":
+            return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
+        if modality == "audio":
+            return torch.zeros(int(round(self.audio.sample_rate * self.audio.seconds)))
+        return ""
 
 
 class Collate:
@@ -68,7 +83,8 @@ class Collate:
             enc = self.tokenizer([it["text"] for it in items], padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt", return_token_type_ids=False)
             inputs["text"] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-        return {"inputs": inputs, "target": torch.tensor([it["target"] for it in items]),
+        present = {m: torch.tensor([it["present"][m] for it in items]) for m in items[0]["present"]}
+        return {"inputs": inputs, "present": present, "target": torch.tensor([it["target"] for it in items]),
                 "index": torch.tensor([it["index"] for it in items])}
 
 

@@ -7,7 +7,7 @@ The table knows nothing about models; file checks live in `validation.py`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -29,6 +29,7 @@ class Table:
     splits: dict[str, pd.DataFrame]
     classes: list[str]
     modalities: list[str]
+    report: dict = field(default_factory=dict)  # rows with unusable inputs per split and modality (validation.py)
 
 
 def describe_rows(frame: pd.DataFrame, limit: int = 5) -> str:

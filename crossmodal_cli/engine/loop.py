@@ -56,6 +56,15 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
+def compute_loss(task, out, target: torch.Tensor) -> torch.Tensor:
+    """The task loss of the fused prediction plus aux_weight x the mean loss of any unimodal predictions."""
+    loss = task.loss(out.logits, target)
+    if out.aux_logits and out.aux_weight:
+        aux = torch.stack([task.loss(logits, target) for logits in out.aux_logits.values()]).mean()
+        loss = loss + out.aux_weight * aux
+    return loss
+
+
 @dataclass
 class Outputs:
     """Per-row results of one pass: probabilities [N, C], targets [N], row indices [N] (CPU tensors)."""
@@ -76,7 +85,7 @@ def evaluate(model: nn.Module, loader, task, device: torch.device, precision: st
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress_bar or None):
         batch = to_device(batch, device)
         with autocast(device, precision):
-            logits = model(batch["inputs"])
+            logits = model(batch["inputs"], batch.get("present")).logits
         target = batch["target"]
         loss_sum += task.loss(logits, target) * target.numel()
         count += target.numel()
@@ -128,8 +137,8 @@ def fit(model: nn.Module, task, train_loader, val_loader, optimizer: torch.optim
         for i, batch in enumerate(bar):
             batch = to_device(batch, device)
             with autocast(device, s.precision):
-                logits = model(batch["inputs"])
-            loss = task.loss(logits, batch["target"])
+                out = model(batch["inputs"], batch.get("present"))
+            loss = compute_loss(task, out, batch["target"])
             group = min(accum, len(train_loader) - (i // accum) * accum)  # the last group may be shorter
             scaler.scale(loss / group).backward()
             loss_sum += loss.detach()

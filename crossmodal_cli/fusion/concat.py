@@ -1,7 +1,8 @@
 """Early (feature-level) fusion: project each modality's pooled vector, concatenate, MLP.
 
-The baseline of every multimodal comparison (e.g. Baltrusaitis et al., "Multimodal Machine Learning: A Survey
-and Taxonomy", 2018). Takes {modality: Encoded(pooled [B, D_m])}; gives [B, hidden_dim].
+The baseline of every multimodal comparison (Baltrusaitis et al., "Multimodal Machine Learning: A Survey and
+Taxonomy", 2018). Takes {modality: Encoded(pooled [B, D_m])}; gives [B, hidden_dim]. An absent modality
+contributes a zero block.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.fusion import presence
 
 
 class ConcatFusion(nn.Module):
@@ -23,5 +25,10 @@ class ConcatFusion(nn.Module):
                                  nn.Dropout(dropout))
         self.out_dim = hidden_dim
 
-    def forward(self, encoded: Mapping[str, Encoded]) -> torch.Tensor:
-        return self.mlp(torch.cat([self.proj[m](encoded[m].pooled) for m in self.modalities], dim=-1))
+    def forward(self, encoded: Mapping[str, Encoded],
+                present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        parts = []
+        for m in self.modalities:
+            projected = self.proj[m](encoded[m].pooled)
+            parts.append(projected * presence(present, m, projected))
+        return self.mlp(torch.cat(parts, dim=-1))

@@ -1,0 +1,110 @@
+"""The real console scripts, run as a user would, from a folder outside the repository, on tiny demo data."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+BIN = Path(sys.executable).parent
+FAST = ["trainer.num_workers=0", "trainer.progress_bar=false"]
+
+
+def run(command: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    exe = shutil.which(command, path=str(BIN)) or command
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One cmtrain run on the demo data (all three modalities, 6 epochs), shared by the tests below."""
+    work = tmp_path_factory.mktemp("work")
+    run("cmtrain", "trainer.max_epochs=6", "hydra.run.dir=run", *FAST, cwd=work)
+    return work / "run"
+
+
+def test_cmtrain_writes_the_run_folder(trained):
+    for name in (".hydra/config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.jsonl",
+                 "metrics.json", "train.log", "labels.json", "data_report.json", "curves.png",
+                 "tokenizer/tokenizer.json"):
+        assert (trained / name).is_file(), name
+    assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
+    epochs = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
+    for key in ("step", "train/loss", "val/accuracy", "val/f1_macro", "val/loss", "seconds", "samples_per_second"):
+        assert key in epochs[0], key
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert set(metrics["val"]) >= {"accuracy", "f1_macro", "loss"} and set(metrics["test"]) >= {"accuracy"}
+    assert metrics["val"]["accuracy"] == max(e["val/accuracy"] for e in epochs)
+
+
+def test_fusion_beats_chance_on_the_demo(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["val"]["accuracy"] > 0.6 and metrics["test"]["accuracy"] > 0.6  # chance is 1/3
+
+
+def test_cmeval_rebuilds_the_model_from_the_checkpoint_alone(trained, tmp_path):
+    proc = run("cmeval", f"ckpt={trained / 'checkpoints/best.ckpt'}", "hydra.run.dir=ev", *FAST[:1], cwd=tmp_path)
+    assert "accuracy" in proc.stdout + proc.stderr
+    evaluated = json.loads((tmp_path / "ev/metrics.json").read_text())["test"]
+    trained_test = json.loads((trained / "metrics.json").read_text())["test"]
+    assert evaluated["accuracy"] == pytest.approx(trained_test["accuracy"])
+    assert evaluated["loss"] == pytest.approx(trained_test["loss"], rel=1e-4)
+    predictions = pd.read_csv(tmp_path / "ev/predictions.csv")
+    assert list(predictions.columns) == ["row", "source", "line", "label", "predicted", "prob_alpha", "prob_beta",
+                                         "prob_gamma"]
+    assert len(predictions) == 180  # 15% of 1200
+    assert predictions.filter(like="prob_").sum(axis=1).round(4).eq(1).all()
+    assert (predictions["label"] == predictions["predicted"]).mean() == pytest.approx(evaluated["accuracy"])
+
+
+def test_cmeval_on_another_csv(trained, tmp_path):
+    demo = trained.parent / "data/demo"
+    frame = pd.read_csv(demo / "demo.csv")
+    other = frame[frame["split"] == "val"].drop(columns="split")
+    for column in ("image_path", "audio_path"):  # absolute paths: the CSV lives elsewhere
+        other[column] = [str(demo / p) for p in other[column]]
+    other.to_csv(tmp_path / "other.csv", index=False)
+    run("cmeval", f"ckpt={trained / 'checkpoints/best.ckpt'}", "data.test_csv=other.csv", "hydra.run.dir=ev",
+        *FAST[:1], cwd=tmp_path)
+    evaluated = json.loads((tmp_path / "ev/metrics.json").read_text())
+    assert evaluated["rows"] == len(other)
+    trained_val = json.loads((trained / "metrics.json").read_text())["val"]
+    assert evaluated["test"]["accuracy"] == pytest.approx(trained_val["accuracy"])
+
+
+def test_checkpoint_holds_everything_to_rebuild_the_model(trained):
+    state = torch.load(trained / "checkpoints/best.ckpt", weights_only=True)
+    assert state["classes"] == ["alpha", "beta", "gamma"] and state["modalities"] == ["image", "text", "audio"]
+    assert "fusion:" in state["config"] and json.loads(state["tokenizer"])["tokenizer"]
+
+
+def test_user_mistakes_end_in_one_line_without_traceback(tmp_path):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("image_path,caption,label\nimg/a.png,hello,cat\n")
+    proc = run("cmtrain", "data=csv", f"data.csv={csv}", "modalities=[image,text]", *FAST, "hydra.run.dir=r",
+               cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {csv}: column 'text' (data.columns.text) not found; the CSV has columns: "
+                      "image_path, caption, label"]
+    proc = run("cmeval", f"ckpt={tmp_path / 'nope.ckpt'}", "hydra.run.dir=e", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "nope.ckpt: checkpoint not found" in proc.stderr
+
+
+def test_unimodal_run_on_the_demo_stays_near_chance(tmp_path):
+    run("cmtrain", "modalities=[image]", "trainer.max_epochs=4", "hydra.run.dir=run", *FAST, cwd=tmp_path)
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert metrics["val"]["accuracy"] < 0.5

@@ -77,8 +77,12 @@ def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, cla
                     image_size=data.image_size, sample_rate=data.audio.sample_rate, seconds=data.audio.seconds)
     table = load_table(csv=data.csv, train_csv=data.train_csv, val_csv=data.val_csv, test_csv=data.test_csv,
                        root=data.root, columns=data.columns, modalities=modalities, val_fraction=data.val_fraction,
-                       test_fraction=data.test_fraction, seed=seed, classes=classes, keep=keep)
-    table.report = check_inputs(table, data.columns, data.on_missing)
+                       test_fraction=data.test_fraction, seed=seed, classes=classes, keep=keep,
+                       on_missing=data.on_missing)
+    # .get: configs stored in checkpoints written before these keys existed
+    table.report = check_inputs(table, data.columns, data.on_missing,
+                                allow_outside_root=bool(data.get("allow_outside_root", False)),
+                                cache_dir=data.get("validation_cache"))
     sizes = ", ".join(f"{s} {len(f)}" for s, f in table.splits.items())
     log.info("data: %s rows; %d classes; modalities %s", sizes, len(table.classes), ",".join(table.modalities))
     return table
@@ -92,12 +96,12 @@ def build_tokenizer(data: DictConfig, train_texts: Sequence[str]):
 
 
 def make_split_loader(table: Table, split: str, data: DictConfig, tokenizer, *, batch_size: int, train: bool,
-                      num_workers: int, seed: int, pin_memory: bool):
+                      num_workers: int, seed: int, pin_memory: bool, drop_last: bool = False):
     dataset = TableDataset(table.splits[split], table.modalities, data.image_size,
                            AudioSettings(data.audio.sample_rate, data.audio.seconds), train=train,
-                           augment=data.augment)
+                           augment=data.augment, seed=seed)
     return make_loader(dataset, Collate(tokenizer, data.text.max_length), batch_size=batch_size, shuffle=train,
-                       num_workers=num_workers, seed=seed, pin_memory=pin_memory)
+                       num_workers=num_workers, seed=seed, pin_memory=pin_memory, drop_last=drop_last)
 
 
 def _instantiate(node: DictConfig, where: str, **runtime: Any) -> Any:

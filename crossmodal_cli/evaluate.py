@@ -28,16 +28,18 @@ from crossmodal_cli.paths import config_dir
 log = logging.getLogger(__name__)
 
 
-def _data_config(stored: DictConfig, overrides: DictConfig) -> tuple[DictConfig, str]:
-    """The stored data config, pointed at `overrides.test_csv` when given. Returns (data config, split)."""
+def _data_config(stored: DictConfig, overrides: DictConfig) -> tuple[DictConfig, str | None]:
+    """The stored data config with the command line's data.* applied; with data.test_csv, that CSV is the test
+    split. Returns (data config, the split it forces or None)."""
     data = stored.data
+    if overrides.allow_outside_root is not None:
+        data.allow_outside_root = overrides.allow_outside_root
     if not overrides.test_csv:
         if overrides.root:
             data.root = str(Path(overrides.root).resolve())
         return data, None
-    csv = Path(overrides.test_csv).resolve()
     data.csv = data.train_csv = data.val_csv = None
-    data.test_csv = str(csv)
+    data.test_csv = str(Path(overrides.test_csv).resolve())
     data.root = str(Path(overrides.root).resolve()) if overrides.root else None
     data.demo = None
     return data, "test"

@@ -1,25 +1,29 @@
 """`cmtrain`: build everything from the config, fit, evaluate the best checkpoint on val and test.
 
 `train(cfg, run_dir) -> metrics` is separate from the Hydra wrapper so tests, sweeps and the Optuna sweeper
-can call it and get the metrics back.
+can call it and get the metrics back. `cmtrain resume=RUN_DIR` continues a run exactly where its last.ckpt
+left it, with the configuration stored in that checkpoint.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from crossmodal_cli.build import (absolute_data_paths, build_model, build_optimizer, build_tokenizer, load_data,
                                   make_split_loader, resolve_device, resolve_precision, seed_everything, to_yaml)
 from crossmodal_cli.data.dataset import resolve_workers
-from crossmodal_cli.data.modalities import tokenizer_to_json
-from crossmodal_cli.engine.checkpoint import load_checkpoint
-from crossmodal_cli.engine.loop import TrainSettings, evaluate, fit
+from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_json
+from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint, restore_rng
+from crossmodal_cli.engine.interrupt import TrainingInterrupted
+from crossmodal_cli.engine.loop import Trainer, TrainSettings, evaluate
 from crossmodal_cli.engine.reporting import RunReporter, metrics_table, write_json
 from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
 from crossmodal_cli.paths import config_dir
@@ -27,9 +31,24 @@ from crossmodal_cli.paths import config_dir
 log = logging.getLogger(__name__)
 
 
+def resume_checkpoint(resume: str) -> Path:
+    """RUN_DIR -> RUN_DIR/checkpoints/last.ckpt; a .ckpt path as it is."""
+    path = Path(resume).expanduser()
+    return path if path.suffix == ".ckpt" else path / "checkpoints" / "last.ckpt"
+
+
+def _run_dir_of(resume: str | None, default: str) -> str:
+    return default if resume is None else str(resume_checkpoint(resume).resolve().parent.parent)
+
+
+OmegaConf.register_new_resolver("cm_run_dir", _run_dir_of, replace=True)
+OmegaConf.register_new_resolver("cm_hydra_subdir", lambda resume, stamp: ".hydra" if resume is None
+                                else f".hydra/resume-{stamp}", replace=True)
+
+
 def _settings(trainer: DictConfig, device: torch.device, precision: str, metric_names: list[str]) -> TrainSettings:
     """Check the trainer values a user can get wrong and return them as plain settings."""
-    for key in ("max_epochs", "batch_size", "accumulate_grad_batches", "log_every_n_steps"):
+    for key in ("max_epochs", "batch_size", "accumulate_grad_batches", "log_every_n_steps", "max_bad_steps"):
         if not isinstance(trainer[key], int) or trainer[key] < 1:
             raise CrossmodalError(f"trainer.{key}={trainer[key]}: must be a whole number >= 1")
     allowed = ["val/loss", *[f"val/{m}" for m in metric_names]]
@@ -37,14 +56,40 @@ def _settings(trainer: DictConfig, device: torch.device, precision: str, metric_
         raise CrossmodalError(f"trainer.monitor={trainer.monitor}: use one of {', '.join(allowed)}")
     if trainer.monitor_mode not in ("max", "min"):
         raise CrossmodalError(f"trainer.monitor_mode={trainer.monitor_mode}: use max or min")
-    return TrainSettings(max_epochs=trainer.max_epochs, accumulate_grad_batches=trainer.accumulate_grad_batches,
-                         grad_clip=trainer.grad_clip, precision=precision, device=device, monitor=trainer.monitor,
+    return TrainSettings(max_epochs=trainer.max_epochs, batch_size=trainer.batch_size,
+                         accumulate_grad_batches=trainer.accumulate_grad_batches, grad_clip=trainer.grad_clip,
+                         precision=precision, device=device, monitor=trainer.monitor,
                          monitor_mode=trainer.monitor_mode, early_stopping_patience=trainer.early_stopping_patience,
-                         log_every_n_steps=trainer.log_every_n_steps, progress_bar=trainer.progress_bar)
+                         log_every_n_steps=trainer.log_every_n_steps,
+                         checkpoint_every_n_steps=trainer.checkpoint_every_n_steps,
+                         max_bad_steps=trainer.max_bad_steps, progress_bar=trainer.progress_bar)
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Train the configured model into run_dir; return {"val": {...}, "test": {...} or None} of the best checkpoint."""
+def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict]:
+    """The config stored in the checkpoint to resume, with the command line's trainer.* overrides applied."""
+    path = resume_checkpoint(cfg.resume)
+    state = load_checkpoint(path)
+    if "progress" not in state:
+        raise CrossmodalError(f"{path}: this checkpoint has no training state to resume from")
+    stored = OmegaConf.create(state["config"])
+    changes = [o for o in overrides if not o.startswith(("resume=", "hydra."))]
+    other = [o for o in changes if not o.lstrip("+~").startswith("trainer.")]
+    if other:
+        raise CrossmodalError(f"resume: only trainer.* settings can change when resuming (got {', '.join(other)}); "
+                              f"start a new run to change the model or the data")
+    for override in OverridesParser.create().parse_overrides(changes):
+        OmegaConf.update(stored, override.key_or_group, override.value(), merge=False)
+    stored.resume = str(path.resolve())
+    log.info("resuming %s at epoch %d, step %d%s", path, state["progress"]["epoch"], state["progress"]["step"],
+             f" with {', '.join(changes)}" if changes else "")
+    return stored, state
+
+
+def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> dict:
+    """Train the configured model into run_dir (continuing from `resume`, a loaded checkpoint, if given).
+
+    Returns {"val": {...}, "test": {...} or None, "best_epoch": n} for the best checkpoint.
+    """
     run_dir = Path(run_dir)
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     absolute_data_paths(cfg.data)
@@ -54,12 +99,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
     modalities = list(cfg.modalities) if cfg.modalities is not None else None
-    table = load_data(cfg.data, modalities, cfg.seed)
+    table = load_data(cfg.data, modalities, cfg.seed, classes=resume["classes"] if resume else None)
     cfg.modalities = table.modalities  # stored resolved, so cmeval rebuilds exactly these encoders
 
-    tokenizer = build_tokenizer(cfg.data, table.splits["train"]["text"].tolist()) if "text" in table.modalities \
-        else None
-    if tokenizer is not None:
+    tokenizer = None
+    if "text" in table.modalities:
+        tokenizer = tokenizer_from_json(resume["tokenizer"]) if resume else \
+            build_tokenizer(cfg.data, table.splits["train"]["text"].tolist())
         tokenizer.save_pretrained(run_dir / "tokenizer")
     write_json(run_dir / "labels.json", {"classes": table.classes})
     write_json(run_dir / "data_report.json", {"rows": {s: len(f) for s, f in table.splits.items()},
@@ -71,36 +117,47 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     workers = resolve_workers(cfg.trainer.num_workers)
     loader = dict(data=cfg.data, tokenizer=tokenizer, batch_size=cfg.trainer.batch_size, num_workers=workers,
                   seed=cfg.seed, pin_memory=device.type == "cuda")
-    train_loader = make_split_loader(table, "train", train=True, **loader)
+    drop_last = cfg.trainer.drop_last and len(table.splits["train"]) >= cfg.trainer.batch_size
+    train_loader = make_split_loader(table, "train", train=True, drop_last=drop_last, **loader)
     val_loader = make_split_loader(table, "val", train=False, **loader)
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = -(-len(train_loader) // settings.accumulate_grad_batches)
     scheduler = hydra.utils.instantiate(cfg.scheduler)(optimizer, steps_per_epoch=steps_per_epoch,
                                                        max_epochs=settings.max_epochs)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model: %s fusion, %.2fM parameters; device %s, precision %s, %d workers", cfg.fusion._target_
-             .rsplit(".", 1)[-1], n_params / 1e6, device, precision, workers)
+    log.info("model: %s fusion, %.2fM parameters; device %s, precision %s, %d workers",
+             cfg.fusion._target_.rsplit(".", 1)[-1], sum(p.numel() for p in model.parameters()) / 1e6, device,
+             precision, workers)
 
     extra = {"config": to_yaml(cfg), "classes": table.classes, "modalities": table.modalities,
              "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None}
-    reporter = RunReporter(run_dir)
+    reporter = RunReporter(run_dir, resume_epoch=resume["progress"]["epoch"] if resume else None,
+                           resume_step=resume["progress"]["step"] if resume else None)
+    trainer = Trainer(model, task, train_loader, val_loader, optimizer, scheduler, settings, reporter,
+                      Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_last_k, extra))
+    if resume:
+        trainer.load_state(resume)
+        restore_rng(resume["rng"])
     try:
-        summary = fit(model, task, train_loader, val_loader, optimizer, scheduler, settings, reporter,
-                      run_dir / "checkpoints", lambda: extra)
+        progress = trainer.fit()
     finally:
         reporter.close()
+    test_loader = make_split_loader(table, "test", train=False, **loader) if len(table.splits["test"]) else None
+    return final_metrics(run_dir, model, task, val_loader, test_loader, device, precision, progress)
 
+
+def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, precision: str, progress) -> dict:
+    """Evaluate best.ckpt on val and test; write metrics.json and log a table."""
     best = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     model.load_state_dict(best["model"])
     results = {"val": evaluate(model, val_loader, task, device, precision)[0], "test": None}
-    if len(table.splits["test"]):
-        test_loader = make_split_loader(table, "test", train=False, **loader)
+    if test_loader is not None:
         results["test"] = evaluate(model, test_loader, task, device, precision)[0]
-    results["best_epoch"] = summary["best_epoch"]
+    results["best_epoch"] = progress.best_epoch
+    results["skipped_steps"] = progress.skipped_steps
     if hasattr(model.fusion, "summary"):  # learned modality weights and similar, for the report
         results["fusion"] = model.fusion.summary()
     write_json(run_dir / "metrics.json", results)
-    log.info("best checkpoint (epoch %d of %d): %s\n%s", summary["best_epoch"], summary["epochs"],
+    log.info("best checkpoint (epoch %d of %d): %s\n%s", progress.best_epoch, progress.epoch - 1,
              run_dir / "checkpoints" / "best.ckpt", metrics_table({"val": results["val"], "test": results["test"]}))
     return results
 
@@ -110,7 +167,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 def main(cfg: DictConfig) -> float | None:
     """Console script `cmtrain`. Returns the monitored value (for Hydra sweepers)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    results = train(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    state = None
+    if cfg.resume:
+        cfg, state = resumed_config(cfg, list(hydra_cfg.overrides.task))
+    try:
+        results = train(cfg, hydra_cfg.runtime.output_dir, resume=state)
+    except TrainingInterrupted as stop:
+        print(f"stopped by {stop}: last.ckpt saved; continue with: cmtrain resume={hydra_cfg.runtime.output_dir}",
+              file=sys.stderr, flush=True)
+        sys.exit(128 + stop.signum)
     split, name = cfg.trainer.monitor.split("/", 1)
     return (results.get(split) or {}).get(name)
 

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny data sets written into tmp_path."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from PIL import Image
+
+
+def pytest_configure(config):
+    """Keep the validation cache of test data out of the user's ~/.cache (subprocesses inherit this)."""
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="crossmodal-test-cache-")
 
 
 def write_dataset(folder: Path, n: int = 12, with_split: bool = False, seed: int = 0) -> Path:

@@ -8,12 +8,14 @@ device without knowing which modalities it holds.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from crossmodal_cli.data.modalities import load_audio, load_image
@@ -26,24 +28,55 @@ class AudioSettings:
     seconds: float
 
 
+class EpochSampler(Sampler):
+    """Yields keys (epoch, row): a permutation seeded by (seed, epoch) when shuffling, else rows in order.
+
+    The order of an epoch depends only on (seed, epoch), so training can resume mid-epoch exactly:
+    `set_epoch(epoch, start)` skips the rows already seen without loading them.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        return iter([(self.epoch, int(i)) for i in order[self.start:]])
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
 class TableDataset(Dataset):
-    """Rows of one split; item = {"image": uint8 [3,S,S], "text": str, "audio": float [N], "present": {m: bool},
-    "target": int, "index": int}. A missing input (frame column has_<m> False) is zeros / empty text."""
+    """Rows of one split; dataset[(epoch, row)] = {"image": uint8 [3,S,S], "text": str, "audio": float [N],
+    "present": {m: bool}, "target": int, "index": int}. A missing input (column has_<m> False) is zeros / "".
+
+    Random augmentation and audio crops are seeded by (seed, epoch, row), so they do not depend on worker count
+    or on where a resumed run restarted.
+    """
 
     def __init__(self, frame: pd.DataFrame, modalities: list[str], image_size: int, audio: AudioSettings,
-                 train: bool, augment: bool):
+                 train: bool, augment: bool, seed: int):
         self.columns = {m: frame[m].tolist() for m in modalities}
         self.present = {m: (frame[f"has_{m}"].to_numpy(bool) if f"has_{m}" in frame else np.ones(len(frame), bool))
                         for m in modalities}
         self.targets = frame["target"].to_numpy()
-        self.image_size, self.audio, self.train = image_size, audio, train
+        self.image_size, self.audio, self.train, self.seed = image_size, audio, train, seed
         self.augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(
             image_size, scale=(0.8, 1.0), antialias=True)]) if (train and augment) else None
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, i = key
+        rng = np.random.default_rng([self.seed, epoch, i]) if self.train else None
         item: dict = {"target": int(self.targets[i]), "index": i,
                       "present": {m: bool(p[i]) for m, p in self.present.items()}}
         for modality, values in self.columns.items():
@@ -51,14 +84,18 @@ class TableDataset(Dataset):
                 item[modality] = self._blank(modality)
             elif modality == "image":
                 image = load_image(values[i], self.image_size)
-                item["image"] = self.augment(image) if self.augment is not None else image
+                item["image"] = self._augment(image, rng) if self.augment is not None else image
             elif modality == "audio":
-                rng = np.random.default_rng(torch.randint(0, 2**31, ()).item()) if self.train else None
                 item["audio"] = load_audio(values[i], self.audio.sample_rate, self.audio.seconds, rng)
             else:
                 item["text"] = values[i]
         return item
 
+
+    def _augment(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(2**62)))
+            return self.augment(image)
 
     def _blank(self, modality: str):
         if modality == "image":
@@ -97,10 +134,19 @@ def resolve_workers(value: int | str) -> int:
     raise CrossmodalError(f"trainer.num_workers={value!r}: use a number >= 0 or auto")
 
 
+def _ignore_sigint(_worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which finishes its step and saves a checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(dataset: TableDataset, collate: Collate, *, batch_size: int, shuffle: bool, num_workers: int,
                 seed: int, pin_memory: bool, drop_last: bool = False) -> DataLoader:
-    """DataLoader with seeded shuffling and worker seeds, persistent workers and prefetching when num_workers > 0."""
+    """DataLoader over an EpochSampler (loader.sampler.set_epoch(...) before each epoch), with persistent
+    workers and prefetching when num_workers > 0."""
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    # Its own generator, so creating an iterator does not draw from the global torch RNG (exact resume).
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, drop_last=drop_last,
-                      num_workers=num_workers, pin_memory=pin_memory, generator=generator,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=drop_last,
+                      generator=generator,
+                      num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_ignore_sigint,
                       persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from crossmodal_cli.errors import CrossmodalError
@@ -43,6 +44,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:160]
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by save_checkpoint; one-line errors for missing, corrupt or unsafe files."""
     path = Path(path)
@@ -51,15 +57,60 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0]
         raise CrossmodalError(f"{path}: refused to load: the file holds objects other than tensors and plain values "
-                              f"({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CrossmodalError(f"{path}: not a readable checkpoint (corrupt or truncated: "
-                              f"{str(err).strip().splitlines()[0][:160]})") from None
+                              f"({_first_line(err)})") from None
+    except Exception as err:  # torch.load fails in many ways on damaged files (EOFError, IndexError, struct.error…)
+        raise CrossmodalError(f"{path}: not a readable checkpoint (corrupt or truncated: {_first_line(err)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CrossmodalError(f"{path}: not a crossmodal checkpoint")
-    if state.get("version", 0) > VERSION:
-        raise CrossmodalError(f"{path}: checkpoint version {state['version']} is newer than this crossmodal "
+    version = state.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise CrossmodalError(f"{path}: checkpoint has an invalid version {version!r}")
+    if version > VERSION:
+        raise CrossmodalError(f"{path}: checkpoint version {version} is newer than this crossmodal "
                               f"(reads up to {VERSION}); upgrade crossmodal")
     return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states as values a weights_only checkpoint can hold."""
+    np_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                       "gauss": gauss},
+            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of rng_state()."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Writes last.ckpt, best.ckpt and the most recent `keep_last_k` per-epoch snapshots (epoch-NNN.ckpt)."""
+
+    def __init__(self, folder: str | Path, keep_last_k: int, extra: dict[str, Any]):
+        self.folder, self.keep_last_k, self.extra = Path(folder), keep_last_k, extra
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
+
+    def save(self, state: dict[str, Any], *, best: bool = False, epoch_end: int | None = None) -> None:
+        state = {**state, **self.extra}
+        save_checkpoint(state, self.folder / "last.ckpt")
+        if best:
+            save_checkpoint(state, self.folder / "best.ckpt")
+        if epoch_end is not None and self.keep_last_k > 0:
+            save_checkpoint(state, self.folder / f"epoch-{epoch_end:03d}.ckpt")
+            for old in sorted(self.folder.glob("epoch-*.ckpt"))[:-self.keep_last_k]:
+                old.unlink(missing_ok=True)

@@ -1,6 +1,8 @@
 """fit() and evaluate(): the training step, AMP, accumulation, clipping, schedule, validation, early stop.
 
-The loop moves a batch dict to the device and calls the model; it knows nothing about modalities.
+The loop moves a batch dict to the device and calls the model; it knows nothing about modalities. Everything
+it needs to continue a run exactly (weights, optimizer, scheduler, scaler, RNG, its own `Progress`) goes into
+last.ckpt at every epoch end, every `checkpoint_every_n_steps` optimizer steps and on SIGINT/SIGTERM.
 """
 from __future__ import annotations
 
@@ -8,17 +10,17 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from crossmodal_cli.engine.checkpoint import save_checkpoint
+from crossmodal_cli.engine.checkpoint import Checkpointer, rng_state
+from crossmodal_cli.engine.interrupt import StopSignal, TrainingInterrupted
 from crossmodal_cli.engine.reporting import RunReporter
+from crossmodal_cli.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -29,6 +31,7 @@ class TrainSettings:
     """Plain values from `configs/trainer/*.yaml`, with device and precision already resolved."""
 
     max_epochs: int
+    batch_size: int
     accumulate_grad_batches: int
     grad_clip: float | None
     precision: str
@@ -37,7 +40,26 @@ class TrainSettings:
     monitor_mode: str
     early_stopping_patience: int | None
     log_every_n_steps: int
+    checkpoint_every_n_steps: int | None
+    max_bad_steps: int
     progress_bar: bool
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 1              # the epoch in progress (1-based)
+    batch: int = 0              # batches of that epoch already trained
+    step: int = 0               # optimizer steps so far
+    loss_sum: float = 0.0       # sum of this epoch's batch losses so far
+    seen: int = 0               # samples of this epoch so far
+    seconds: float = 0.0        # training seconds of this epoch so far
+    best: float | None = None   # best monitored value and its epoch
+    best_epoch: int = 0
+    stale: int = 0              # epochs since the monitored value improved
+    bad_steps: int = 0          # consecutive optimizer steps skipped for a non-finite loss
+    skipped_steps: int = 0      # all of them
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -99,86 +121,137 @@ def evaluate(model: nn.Module, loader, task, device: torch.device, precision: st
     return results, outputs
 
 
-def rng_state() -> dict:
-    """Python, NumPy and torch (CPU and CUDA) RNG states as plain values a safe checkpoint can hold."""
-    import random
-
-    np_state = np.random.get_state()
-    return {"python": repr(random.getstate()), "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                                                         "pos": int(np_state[2])},
-            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
 def _improved(value: float, best: float | None, mode: str) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
     return value > best if mode == "max" else value < best
 
 
-def fit(model: nn.Module, task, train_loader, val_loader, optimizer: torch.optim.Optimizer, scheduler,
-        settings: TrainSettings, reporter: RunReporter, checkpoint_dir: str | Path,
-        checkpoint_extra: Callable[[], dict]) -> dict:
-    """Train for settings.max_epochs (or until early stop); write last.ckpt every epoch and best.ckpt on improvement.
+class Trainer:
+    """Owns the objects of one training run; `fit()` runs it from `progress` to the end."""
 
-    Returns {"best_epoch", "best": monitored value, "epochs": epochs run}.
-    """
-    s, device = settings, settings.device
-    scaler = torch.amp.GradScaler(device.type, enabled=s.precision == "fp16")
-    checkpoint_dir = Path(checkpoint_dir)
-    best, best_epoch, stale, step = None, 0, 0, 0
-    accum = s.accumulate_grad_batches
-    for epoch in range(1, s.max_epochs + 1):
-        model.train()
-        started, seen = time.perf_counter(), 0
-        loss_sum = torch.zeros((), device=device)
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{s.max_epochs}", leave=False,
-                   disable=not s.progress_bar or None, dynamic_ncols=True)
-        optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(bar):
+    def __init__(self, model: nn.Module, task, train_loader, val_loader, optimizer: torch.optim.Optimizer,
+                 scheduler, settings: TrainSettings, reporter: RunReporter, checkpointer: Checkpointer):
+        self.model, self.task, self.optimizer, self.scheduler = model, task, optimizer, scheduler
+        self.train_loader, self.val_loader, self.s = train_loader, val_loader, settings
+        self.reporter, self.checkpointer = reporter, checkpointer
+        self.scaler = torch.amp.GradScaler(settings.device.type, enabled=settings.precision == "fp16")
+        self.progress = Progress()
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "progress": asdict(self.progress), "rng": rng_state()}
+
+    def load_state(self, state: dict) -> None:
+        """Restore everything but the RNG (restored by the caller, last, after building the loaders)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(**state["progress"])
+
+    def fit(self) -> Progress:
+        """Train until max_epochs or early stop; raises TrainingInterrupted after saving on SIGINT/SIGTERM."""
+        p, s = self.progress, self.s
+        with StopSignal() as stop:
+            while p.epoch <= s.max_epochs:
+                if p.batch == 0 and s.early_stopping_patience is not None and p.stale >= s.early_stopping_patience:
+                    break
+                self._train_epoch(stop)
+                if stop.requested:
+                    self.checkpointer.save(self.state())
+                    raise TrainingInterrupted(stop.requested)
+                self._end_epoch()
+        return p
+
+    def _train_epoch(self, stop: StopSignal) -> None:
+        p, s, device = self.progress, self.s, self.s.device
+        rows = len(self.train_loader.dataset)
+        batches = rows // s.batch_size if self.train_loader.drop_last else -(-rows // s.batch_size)
+        self.train_loader.sampler.set_epoch(p.epoch, start=p.batch * s.batch_size)
+        self.model.train()
+        started, loss_sum, group_loss = time.perf_counter() - p.seconds, torch.tensor(p.loss_sum, device=device), 0.0
+        bar = tqdm(self.train_loader, desc=f"epoch {p.epoch}/{s.max_epochs}", initial=p.batch, total=batches,
+                   leave=False, disable=not s.progress_bar or None, dynamic_ncols=True)
+        for batch in bar:
             batch = to_device(batch, device)
-            with autocast(device, s.precision):
-                out = model(batch["inputs"], batch.get("present"))
-            loss = compute_loss(task, out, batch["target"])
-            group = min(accum, len(train_loader) - (i // accum) * accum)  # the last group may be shorter
-            scaler.scale(loss / group).backward()
+            group = min(s.accumulate_grad_batches, batches - (p.batch // s.accumulate_grad_batches)
+                        * s.accumulate_grad_batches)  # the last group of an epoch may be shorter
+            try:
+                with autocast(device, s.precision):
+                    out = self.model(batch["inputs"], batch.get("present"))
+                loss = compute_loss(self.task, out, batch["target"])
+                self.scaler.scale(loss / group).backward()
+            except torch.OutOfMemoryError:
+                raise CrossmodalError(
+                    f"out of GPU memory with trainer.batch_size={s.batch_size}: lower it (e.g. "
+                    f"trainer.batch_size={max(s.batch_size // 2, 1)} trainer.accumulate_grad_batches="
+                    f"{s.accumulate_grad_batches * 2} keeps the effective batch) or use trainer.precision=bf16") from None
             loss_sum += loss.detach()
-            seen += batch["target"].numel()
-            if (i + 1) % accum == 0 or i + 1 == len(train_loader):
-                if s.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
-                if step % s.log_every_n_steps == 0:
-                    running = float(loss_sum) / (i + 1)
-                    rate = seen / (time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{running:.4f}", samples_s=f"{rate:.0f}")
-                    reporter.scalars({"train/loss_running": running, "train/lr": scheduler.get_last_lr()[0]}, step)
+            group_loss = group_loss + loss.detach()
+            p.batch += 1
+            p.seen += batch["target"].numel()
+            if p.batch % s.accumulate_grad_batches and p.batch != batches:
+                continue
+            self._optimizer_step(group_loss)
+            group_loss = 0.0
+            p.loss_sum, p.seconds = float(loss_sum), time.perf_counter() - started
+            if p.step % s.log_every_n_steps == 0:
+                rate = p.seen / max(p.seconds, 1e-9)
+                bar.set_postfix(loss=f"{p.loss_sum / p.batch:.4f}", samples_s=f"{rate:.0f}")
+                self.reporter.scalars({"train/loss_running": p.loss_sum / p.batch,
+                                       "train/lr": self.scheduler.get_last_lr()[0]}, p.step)
+            if stop.requested:
+                break
+            if s.checkpoint_every_n_steps and p.step % s.checkpoint_every_n_steps == 0 and p.batch != batches:
+                self.checkpointer.save(self.state())
         bar.close()
-        train_seconds = time.perf_counter() - started
-        val, _ = evaluate(model, val_loader, task, device, s.precision, progress_bar=s.progress_bar)
-        record = {"epoch": epoch, "step": step, "train/loss": float(loss_sum) / max(len(train_loader), 1),
-                  **{f"val/{k}": v for k, v in val.items()}, "lr": scheduler.get_last_lr()[0],
-                  "seconds": time.perf_counter() - started, "samples_per_second": seen / train_seconds}
-        reporter.epoch(record)
-        current = record[s.monitor]
-        is_best = _improved(current, best, s.monitor_mode)
+
+    def _optimizer_step(self, group_loss: torch.Tensor) -> None:
+        """Clip, step, schedule; skip the step (and count it) when the loss is not finite."""
+        p, s = self.progress, self.s
+        if not bool(torch.isfinite(group_loss)):  # one host sync per optimizer step
+            self.optimizer.zero_grad(set_to_none=True)
+            p.bad_steps += 1
+            p.skipped_steps += 1
+            log.warning("non-finite loss at step %d (epoch %d): step skipped (%d in a row, %d in all)",
+                        p.step + 1, p.epoch, p.bad_steps, p.skipped_steps)
+            if p.bad_steps >= s.max_bad_steps:
+                self.checkpointer.save(self.state())
+                raise CrossmodalError(
+                    f"training stopped: {p.bad_steps} consecutive non-finite losses (trainer.max_bad_steps="
+                    f"{s.max_bad_steps}) at epoch {p.epoch}; the last good state is in "
+                    f"{self.checkpointer.folder / 'last.ckpt'}; try a lower optimizer.lr, trainer.grad_clip, "
+                    f"or trainer.precision=fp32")
+            return
+        p.bad_steps = 0
+        if s.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        p.step += 1
+
+    def _end_epoch(self) -> None:
+        """Validate, record, update best/early-stop state, checkpoint; move progress to the next epoch."""
+        p, s = self.progress, self.s
+        val, _ = evaluate(self.model, self.val_loader, self.task, s.device, s.precision, progress_bar=s.progress_bar)
+        record = {"epoch": p.epoch, "step": p.step, "train/loss": p.loss_sum / max(p.batch, 1),
+                  **{f"val/{k}": v for k, v in val.items()}, "lr": self.scheduler.get_last_lr()[0],
+                  "skipped_steps": p.skipped_steps, "seconds": p.seconds,
+                  "samples_per_second": p.seen / max(p.seconds, 1e-9)}
+        self.reporter.epoch(record)
+        is_best = _improved(record[s.monitor], p.best, s.monitor_mode)
         if is_best:
-            best, best_epoch, stale = current, epoch, 0
+            p.best, p.best_epoch, p.stale = record[s.monitor], p.epoch, 0
         else:
-            stale += 1
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-                 "best": best, "best_epoch": best_epoch, "val_metrics": val, "rng": rng_state(),
-                 **checkpoint_extra()}
-        save_checkpoint(state, checkpoint_dir / "last.ckpt")
-        if is_best:
-            save_checkpoint(state, checkpoint_dir / "best.ckpt")
-        if s.early_stopping_patience is not None and stale >= s.early_stopping_patience:
+            p.stale += 1
+        finished = p.epoch
+        p.epoch, p.batch, p.loss_sum, p.seen, p.seconds = p.epoch + 1, 0, 0.0, 0, 0.0
+        self.checkpointer.save({**self.state(), "val_metrics": val}, best=is_best, epoch_end=finished)
+        if s.early_stopping_patience is not None and p.stale >= s.early_stopping_patience:
             log.info("early stop: %s has not improved for %d epochs (best %.4f at epoch %d)",
-                     s.monitor, stale, best, best_epoch)
-            return {"best_epoch": best_epoch, "best": best, "epochs": epoch}
-    return {"best_epoch": best_epoch, "best": best, "epochs": s.max_epochs}
+                     s.monitor, p.stale, p.best, p.best_epoch)

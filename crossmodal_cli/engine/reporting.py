@@ -47,14 +47,23 @@ def metrics_table(results: Mapping[str, Mapping[str, float] | None]) -> str:
 class RunReporter:
     """Appends epoch records to metrics.jsonl and TensorBoard; draws curves.png at the end."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_epoch: int | None = None,
+                 resume_step: int | None = None):
+        """With resume_epoch/resume_step, records from that epoch/step on (written after the checkpoint a run
+        resumes from) are removed, so the resumed run's records replace them."""
         self.run_dir = Path(run_dir)
         self.jsonl = self.run_dir / "metrics.jsonl"
+        if resume_epoch is not None and self.jsonl.is_file():
+            kept = [line for line in self.jsonl.read_text().splitlines()
+                    if line.strip() and json.loads(line)["epoch"] < resume_epoch]
+            tmp = self.jsonl.with_name(".metrics.jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.jsonl)
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=resume_step)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         if self.writer is not None:

@@ -121,3 +121,91 @@ def test_stratified_split_keeps_a_training_row_for_rare_labels():
     parts = stratified_split(frame, 0.3, 0.3, seed=0)
     assert "b" in set(parts["train"]["label"])
     assert sum(len(p) for p in parts.values()) == 11
+
+
+def test_line_numbers_count_blank_lines_and_quoted_line_breaks(tmp_path):
+    csv = tmp_path / "data.csv"
+    csv.write_text('text,label,split\n\n"two\nlines",cat,train\n,,\na,,train\nb,dog,val\n', encoding="utf-8")
+    with pytest.raises(CrossmodalError, match=r"column 'label' is blank in 1 row \(line 6\)"):
+        load(csv)
+    csv.write_text('text,label,split\n\n"two\nlines",cat,train\n,,\nb,dog,val\n', encoding="utf-8")
+    table = load(csv, classes=["cat", "dog"])
+    assert table.splits["train"]["line"].tolist() == [3] and table.splits["val"]["line"].tolist() == [6]
+    assert table.splits["train"]["text"].tolist() == ["two\nlines"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ("image_path,text,label\n".encode("utf-16"), "UTF-16 text; save it as UTF-8"),
+    ("text,label\ncafé,cat\n".encode("latin-1"), r"not UTF-8 text \(.* at line 2, byte 14\); save the CSV as UTF-8"),
+    (b"text,label,text\na,b,c\n", r"column name 'text' appear more than once in the header"),
+    (b"text,label\na,cat\nb,dog,extra,more\n", r"1 row \(line 3\) with more cells than the header's 2; quote cells"),
+])
+def test_unreadable_csv_gives_one_line_error(tmp_path, data, message):
+    csv = tmp_path / "data.csv"
+    csv.write_bytes(data)
+    with pytest.raises(CrossmodalError, match=message) as err:
+        load(csv, modalities=["text"])
+    assert str(csv) in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_short_rows_are_padded_and_unnamed_columns_ignored(tmp_path):
+    csv = tmp_path / "data.csv"
+    csv.write_text(",text,label,split\n0,a,cat,train\n1,b,dog,val\n2,c,cat,train,\n3,d,dog,test\n4,e,cat\n")
+    with pytest.raises(CrossmodalError, match=r"has values other than train/val/test in 1 row \(line 6\) \(e.g. ''\)"):
+        load(csv)
+
+
+def test_cells_with_line_breaks_are_escaped_in_error_messages(tmp_path):
+    csv = write_dataset(tmp_path, n=12, with_split=True)
+    frame = pd.read_csv(csv)
+    frame.loc[frame["split"] == "val", "label"] = "bi\nr\u2028d"
+    frame.to_csv(csv, index=False)
+    with pytest.raises(CrossmodalError, match=r"label 'bi\\nr\\u2028d' in the val split") as err:
+        load(csv)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_label_only_in_validation_is_dropped_and_counted_with_on_missing_drop(tmp_path):
+    csv = write_dataset(tmp_path, n=12, with_split=True)
+    frame = pd.read_csv(csv)
+    bird = frame.index[frame["split"] == "val"][:2]
+    frame.loc[bird, "label"] = "bird"
+    frame.to_csv(csv, index=False)
+    with pytest.raises(CrossmodalError, match=r"label 'bird' in the val split is not in the training split \(2 rows "
+                                              r"\(lines 3, 5\)\); known labels: cat, dog \(fix the labels, or set "
+                                              r"data.on_missing=drop"):
+        load(csv)
+    for mode in ("drop", "zero"):
+        table = load(csv, on_missing=mode)
+        assert table.report == {"val": {"unknown_label": 2}}
+        assert "bird" not in set(table.splits["val"]["label"]) and table.classes == ["cat", "dog"]
+        assert len(table.splits["val"]) == (frame["split"] == "val").sum() - 2
+
+
+def test_val_split_left_empty_by_unknown_labels_is_an_error(tmp_path):
+    csv = write_dataset(tmp_path, n=12, with_split=True)
+    frame = pd.read_csv(csv)
+    frame.loc[frame["split"] == "val", "label"] = "bird"
+    frame.to_csv(csv, index=False)
+    with pytest.raises(CrossmodalError, match="the val split has no rows left after dropping"):
+        load(csv, on_missing="drop")
+
+
+def test_unknown_on_missing_value(dataset_csv):
+    with pytest.raises(CrossmodalError, match="data.on_missing=skip: use error, drop, zero"):
+        load(dataset_csv, on_missing="skip")
+
+
+def test_paths_are_resolved_through_dotdot_and_symlinks(tmp_path):
+    csv = write_dataset(tmp_path / "ds")
+    (tmp_path / "ds" / "link").symlink_to(tmp_path / "ds" / "img")
+    frame = pd.read_csv(csv)
+    frame.loc[0, "image_path"] = "img/../img/0.png"
+    frame.loc[1, "image_path"] = "link/1.png"
+    frame.loc[2, "image_path"] = str(tmp_path / "ds" / "img" / "2.png")
+    frame.to_csv(csv, index=False)
+    table = load(csv, val_fraction=0, test_fraction=0, keep=["train"])
+    rows = table.splits["train"].set_index("line")
+    for line, i in ((2, 0), (3, 1), (4, 2)):
+        assert rows.loc[line, "image"] == str((tmp_path / "ds" / "img" / f"{i}.png").resolve())
+    assert set(rows["root"]) == {str((tmp_path / "ds").resolve())}

@@ -75,8 +75,11 @@ def test_cmeval_on_another_csv(trained, tmp_path):
     for column in ("image_path", "audio_path"):  # absolute paths: the CSV lives elsewhere
         other[column] = [str(demo / p) for p in other[column]]
     other.to_csv(tmp_path / "other.csv", index=False)
-    run("cmeval", f"ckpt={trained / 'checkpoints/best.ckpt'}", "data.test_csv=other.csv", "hydra.run.dir=ev",
-        *FAST[:1], cwd=tmp_path)
+    outside = run("cmeval", f"ckpt={trained / 'checkpoints/best.ckpt'}", "data.test_csv=other.csv",
+                  "hydra.run.dir=ev", *FAST[:1], cwd=tmp_path, check=False)
+    assert outside.returncode == 2 and "outside data.root" in outside.stderr  # the CSV points elsewhere
+    run("cmeval", f"ckpt={trained / 'checkpoints/best.ckpt'}", "data.test_csv=other.csv",
+        "data.allow_outside_root=true", "hydra.run.dir=ev", *FAST[:1], cwd=tmp_path)
     evaluated = json.loads((tmp_path / "ev/metrics.json").read_text())
     assert evaluated["rows"] == len(other)
     trained_val = json.loads((trained / "metrics.json").read_text())["val"]

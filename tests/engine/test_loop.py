@@ -1,0 +1,131 @@
+"""The training loop on a toy model: accumulation, precision, non-finite losses, out-of-memory, early stop."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from crossmodal_cli.data.dataset import make_loader
+from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint
+from crossmodal_cli.engine.loop import Trainer, TrainSettings
+from crossmodal_cli.engine.reporting import RunReporter
+from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.model import ModelOutput
+from crossmodal_cli.tasks.classification import Classification
+
+
+class Points(torch.utils.data.Dataset):
+    """Two separable Gaussian blobs; keys are (epoch, row) like TableDataset's."""
+
+    def __init__(self, n: int = 64, nan_rows: set[int] = frozenset()):
+        g = torch.Generator().manual_seed(0)
+        self.y = torch.arange(n) % 2
+        self.x = torch.randn(n, 4, generator=g) + 2.0 * self.y[:, None]
+        self.nan_rows = nan_rows
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, key):
+        _, i = key
+        x = torch.full((4,), float("nan")) if i in self.nan_rows else self.x[i]
+        return {"x": x, "y": int(self.y[i]), "i": i}
+
+
+def collate(items):
+    return {"inputs": {"x": torch.stack([it["x"] for it in items])},
+            "target": torch.tensor([it["y"] for it in items]), "index": torch.tensor([it["i"] for it in items])}
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, inputs, present=None):
+        return ModelOutput(self.linear(inputs["x"]))
+
+
+def settings(**changes) -> TrainSettings:
+    values = dict(max_epochs=3, batch_size=8, accumulate_grad_batches=1, grad_clip=None, precision="fp32",
+                  device=torch.device("cpu"), monitor="val/accuracy", monitor_mode="max",
+                  early_stopping_patience=None, log_every_n_steps=1, checkpoint_every_n_steps=None, max_bad_steps=3,
+                  progress_bar=False)
+    values.update(changes)
+    return TrainSettings(**values)
+
+
+def make_trainer(tmp_path, dataset=None, model=None, lr=0.1, **changes) -> Trainer:
+    s = settings(**changes)
+    dataset = dataset or Points()
+    train = make_loader(dataset, collate, batch_size=s.batch_size, shuffle=False, num_workers=0, seed=0,
+                        pin_memory=False, drop_last=True)
+    val = make_loader(Points(), collate, batch_size=16, shuffle=False, num_workers=0, seed=0, pin_memory=False)
+    model = model or Toy()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    return Trainer(model, Classification(num_classes=2, label_smoothing=0.0), train, val, optimizer, scheduler, s,
+                   RunReporter(tmp_path, tensorboard=False), Checkpointer(tmp_path / "checkpoints", 0, {}))
+
+
+def test_it_learns_and_records_every_epoch(tmp_path):
+    progress = make_trainer(tmp_path).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3] and progress.step == 24
+    assert records[-1]["val/accuracy"] > 0.9
+    assert load_checkpoint(tmp_path / "checkpoints/best.ckpt")["progress"]["best"] == progress.best
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch(tmp_path):
+    full = make_trainer(tmp_path / "a", batch_size=8, max_epochs=1)
+    half = make_trainer(tmp_path / "b", batch_size=4, accumulate_grad_batches=2, max_epochs=1)
+    full.fit(), half.fit()
+    assert full.progress.step == half.progress.step == 8
+    for a, b in zip(full.model.parameters(), half.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_paths_train_on_cpu(tmp_path, precision):
+    trainer = make_trainer(tmp_path, precision=precision, grad_clip=1.0)
+    trainer.fit()
+    assert trainer.progress.best > 0.9
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+
+
+def test_a_non_finite_loss_skips_the_step_and_is_counted(tmp_path):
+    trainer = make_trainer(tmp_path, dataset=Points(nan_rows={3}), max_epochs=1)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()
+    assert trainer.progress.skipped_steps == 1 and trainer.progress.step == 7
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["skipped_steps"] == 1
+
+
+def test_consecutive_non_finite_losses_stop_with_the_last_good_state_saved(tmp_path):
+    trainer = make_trainer(tmp_path, dataset=Points(nan_rows=set(range(16, 64))), max_bad_steps=3)
+    with pytest.raises(CrossmodalError, match=r"3 consecutive non-finite losses \(trainer.max_bad_steps=3\)"):
+        trainer.fit()
+    saved = load_checkpoint(tmp_path / "checkpoints/last.ckpt")
+    assert saved["progress"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_out_of_memory_names_the_batch_size_and_what_to_change(tmp_path):
+    class Hungry(Toy):
+        def forward(self, inputs, present=None):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    with pytest.raises(CrossmodalError, match=r"out of GPU memory with trainer.batch_size=8: lower it \(e.g. "
+                                              r"trainer.batch_size=4 trainer.accumulate_grad_batches=2"):
+        make_trainer(tmp_path, model=Hungry()).fit()
+
+
+def test_early_stopping_after_patience(tmp_path):
+    trainer = make_trainer(tmp_path, lr=0.0, max_epochs=10, early_stopping_patience=2)
+    progress = trainer.fit()
+    assert progress.epoch - 1 == 3 and progress.best_epoch == 1 and progress.stale == 2

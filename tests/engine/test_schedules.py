@@ -1,0 +1,42 @@
+"""Learning-rate schedules: warm-up, shape and end value, from the real configs."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from crossmodal_cli.paths import config_dir
+
+
+def lrs(name: str, steps_per_epoch=10, max_epochs=5, **overrides) -> list[float]:
+    cfg = OmegaConf.merge(OmegaConf.load(f"{config_dir()}/scheduler/{name}.yaml"), overrides)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = instantiate(cfg)(optimizer, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs)
+    values = []
+    for _ in range(steps_per_epoch * max_epochs):
+        values.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return values
+
+
+def test_cosine_warms_up_linearly_then_decays_to_min_ratio():
+    values = lrs("cosine", warmup_epochs=1.0, min_lr_ratio=0.01)
+    assert values[0] < 0.02 and values[:10] == sorted(values[:10])
+    assert values[10] == pytest.approx(0.1)
+    assert values[11:] == sorted(values[11:], reverse=True)
+    assert values[-1] == pytest.approx(0.001, abs=2e-3)
+
+
+def test_onecycle_peaks_after_warmup():
+    values = lrs("onecycle", warmup_epochs=1.0)
+    assert max(range(len(values)), key=values.__getitem__) in (9, 10)
+    assert values[-1] < 0.01
+
+
+def test_step_and_constant():
+    step = lrs("step", warmup_epochs=0.0, step_epochs=2, gamma=0.1)
+    assert step[0] == pytest.approx(0.1) and step[20] == pytest.approx(0.01) and step[40] == pytest.approx(0.001)
+    constant = lrs("none", warmup_epochs=0.5)
+    assert constant[0] < 0.1 and all(v == pytest.approx(0.1) for v in constant[5:])

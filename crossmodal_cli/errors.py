@@ -15,6 +15,14 @@ class CrossmodalError(Exception):
     """A user-fixable problem (bad config key, bad CSV, missing file). Its message is one line that says what to do."""
 
 
+def user_message(err: CrossmodalError) -> str:
+    """The one-line message, also when a DataLoader worker re-raised the error with its traceback attached."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught CrossmodalError"):
+        return lines[-1].split("CrossmodalError: ", 1)[-1]
+    return " ".join(lines)
+
+
 def exit_on_user_error(fn: F) -> F:
     """Run `fn`; a CrossmodalError becomes `error: MESSAGE` on stderr and exit status 2, without a traceback.
 
@@ -29,7 +37,7 @@ def exit_on_user_error(fn: F) -> F:
             if os.environ.get("CROSSMODAL_DEBUG"):
                 raise
             log.debug("user error", exc_info=True)
-            print(f"error: {err}", file=sys.stderr, flush=True)
+            print(f"error: {user_message(err)}", file=sys.stderr, flush=True)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

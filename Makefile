@@ -15,11 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
+	rm -rf $(DEMO_RUN)
 	$(BIN)/cmtrain hydra.run.dir=$(DEMO_RUN)
 	$(BIN)/cmeval ckpt=$(DEMO_RUN)/checkpoints/best.ckpt hydra.run.dir=$(DEMO_RUN)/eval
 
 # The same demo with the image alone: the baseline that fusion must beat.
 demo-unimodal: install
+	rm -rf $(DEMO_RUN)-image
 	$(BIN)/cmtrain 'modalities=[image]' hydra.run.dir=$(DEMO_RUN)-image
 
 test: install

@@ -42,8 +42,15 @@ def _run_dir_of(resume: str | None, default: str) -> str:
 
 
 OmegaConf.register_new_resolver("cm_run_dir", _run_dir_of, replace=True)
-OmegaConf.register_new_resolver("cm_hydra_subdir", lambda resume, stamp: ".hydra" if resume is None
-                                else f".hydra/resume-{stamp}", replace=True)
+def _hydra_subdir(resume: str | None, stamp: str, run_dir: str) -> str:
+    """.hydra for a new run folder; .hydra/resume-STAMP (or rerun-STAMP) where one exists, so the original
+    record of the run is never overwritten."""
+    if not (Path(run_dir) / ".hydra" / "config.yaml").exists():
+        return ".hydra"
+    return f".hydra/{'resume' if resume is not None else 'rerun'}-{stamp}"
+
+
+OmegaConf.register_new_resolver("cm_hydra_subdir", _hydra_subdir, replace=True)
 
 
 def _settings(trainer: DictConfig, device: torch.device, precision: str, metric_names: list[str]) -> TrainSettings:
@@ -91,6 +98,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     Returns {"val": {...}, "test": {...} or None, "best_epoch": n} for the best checkpoint.
     """
     run_dir = Path(run_dir)
+    if resume is None and (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise CrossmodalError(f"{run_dir} already holds a run (checkpoints/last.ckpt): continue it with "
+                              f"resume={run_dir}, or choose another hydra.run.dir")
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     absolute_data_paths(cfg.data)
     seed_everything(cfg.seed)

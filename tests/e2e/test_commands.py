@@ -107,6 +107,17 @@ def test_user_mistakes_end_in_one_line_without_traceback(tmp_path):
     assert "nope.ckpt: checkpoint not found" in proc.stderr
 
 
+def test_a_finished_run_is_never_overwritten(trained):
+    before = (trained / "checkpoints/best.ckpt").read_bytes()
+    config = (trained / ".hydra/config.yaml").read_text()
+    proc = run("cmtrain", f"hydra.run.dir={trained}", *FAST, cwd=trained.parent, check=False)
+    assert proc.returncode == 2
+    assert f"error: {trained} already holds a run (checkpoints/last.ckpt): continue it with resume={trained}" \
+        in proc.stderr
+    assert (trained / "checkpoints/best.ckpt").read_bytes() == before
+    assert (trained / ".hydra/config.yaml").read_text() == config
+
+
 def test_unimodal_run_on_the_demo_stays_near_chance(tmp_path):
     run("cmtrain", "modalities=[image]", "trainer.max_epochs=4", "hydra.run.dir=run", *FAST, cwd=tmp_path)
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())

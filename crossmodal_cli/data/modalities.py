@@ -7,6 +7,7 @@ Text is tokenised once per batch by a Hugging Face fast tokenizer (see `Collate`
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -15,7 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from PIL import Image, UnidentifiedImageError
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from crossmodal_cli.errors import CrossmodalError
@@ -57,13 +58,28 @@ def load_audio(path: str, sample_rate: int, seconds: float, rng: np.random.Gener
 
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool) -> PreTrainedTokenizerFast:
-    """A BERT-style WordPiece tokenizer trained on `texts` (the training split): [CLS] text [SEP]."""
-    tok = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
-                                        show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+    """A BERT-style WordPiece tokenizer ([CLS] text [SEP]) whose vocabulary is built from `texts` (the training
+    split): the special tokens, every character seen (word-initial and ##continuation, so any word can be spelled),
+    then the most frequent words, ties broken alphabetically.
+
+    Built here rather than with tokenizers' WordPieceTrainer because that trainer's result depends on hash-map
+    order and differs from process to process, which would make seeded runs irreproducible and resumed runs differ.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter(word for text in texts
+                                  for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    pieces: Counter[str] = Counter()
+    for word, count in words.items():
+        pieces[word[0]] += count
+        for char in word[1:]:
+            pieces["##" + char] += count
+    ranked = [*sorted(pieces, key=lambda t: (-pieces[t], t)),
+              *sorted((w for w in words if len(w) > 1), key=lambda w: (-words[w], w))]
+    vocab = list(SPECIAL_TOKENS.values()) + ranked[:max(vocab_size - len(SPECIAL_TOKENS), 0)]
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     cls, sep = SPECIAL_TOKENS["cls_token"], SPECIAL_TOKENS["sep_token"]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))])

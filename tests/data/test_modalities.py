@@ -44,3 +44,25 @@ def test_unreadable_audio_names_the_file(tmp_path):
     (tmp_path / "x.wav").write_bytes(b"RIFF")
     with pytest.raises(CrossmodalError, match=r"x.wav: cannot read audio"):
         load_audio(str(tmp_path / "x.wav"), 8000, 0.5)
+
+
+def test_trained_tokenizer_is_identical_across_processes():
+    """Seeded runs must be reproducible, so the vocabulary may not depend on hash-map order in a process."""
+    import subprocess
+    import sys
+
+    code = ("from crossmodal_cli.data.modalities import train_wordpiece, tokenizer_to_json;"
+            "texts = [f'the {c} thing number {i} is {w}' for i in range(40) for c in ('red', 'blue', 'teal')"
+            " for w in ('here', 'there', 'nowhere')];"
+            "print(tokenizer_to_json(train_wordpiece(texts, 45, True)))")
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+               for _ in range(3)}
+    assert len(outputs) == 1
+
+
+def test_trained_tokenizer_spells_unseen_words_with_known_characters():
+    from crossmodal_cli.data.modalities import train_wordpiece
+
+    tok = train_wordpiece(["a red thing", "the blue one"], vocab_size=100, lowercase=True)
+    pieces = tok.convert_ids_to_tokens(tok("Red BLUED")["input_ids"])
+    assert pieces == ["[CLS]", "red", "blue", "##d", "[SEP]"]  # ##d seen in "red"

@@ -95,6 +95,6 @@ def test_sigint_saves_and_says_how_to_resume(reference, tmp_path):
 
 def test_resume_may_extend_training_but_not_change_the_model(reference, tmp_path):
     os.symlink(reference.parent / "data", tmp_path / "data")
-    proc = start(tmp_path, "resume=" + str(reference), "fusion=sum")
+    proc = start(tmp_path, "resume=" + str(reference), "optimizer=sgd")
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "only trainer.* settings can change when resuming (got fusion=sum)" in err
+    assert proc.returncode == 2 and "only trainer.* settings can change when resuming (got optimizer=sgd)" in err

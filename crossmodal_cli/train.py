@@ -101,6 +101,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     if resume is None and (run_dir / "checkpoints" / "last.ckpt").exists():
         raise CrossmodalError(f"{run_dir} already holds a run (checkpoints/last.ckpt): continue it with "
                               f"resume={run_dir}, or choose another hydra.run.dir")
+    log.info("run folder: %s", run_dir.resolve())
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     absolute_data_paths(cfg.data)
     seed_everything(cfg.seed)

@@ -1,0 +1,41 @@
+"""Cascade (progressive, pairwise) fusion: modalities join one at a time in a configured order.
+
+state = proj(first) [B, P]; for each next modality a stage MLP([state, proj(next)]) [B, 2P] -> [B, P] gives the new
+state; a final MLP maps it to [B, hidden_dim]. Hierarchical fusion of this kind is used e.g. by Majumder et al.,
+"Multimodal sentiment analysis using hierarchical fusion with context modeling" (2018). `order` lists modalities;
+ones not in use are skipped, ones in use but not listed come last (sorted). A sample without a modality skips
+that stage (its state passes through unchanged); without the first modality it starts from zeros.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.fusion import presence
+from crossmodal_cli.fusion.parts import mlp, projections
+
+
+class CascadeFusion(nn.Module):
+    def __init__(self, in_dims: Mapping[str, int], order: Sequence[str], proj_dim: int, hidden_dim: int,
+                 dropout: float):
+        super().__init__()
+        self.order = [m for m in order if m in in_dims] + [m for m in sorted(in_dims) if m not in order]
+        self.proj = projections(in_dims, proj_dim)
+        self.stages = nn.ModuleDict({m: nn.Sequential(mlp(2 * proj_dim, hidden_dim, dropout),
+                                                      nn.Linear(hidden_dim, proj_dim), nn.LayerNorm(proj_dim))
+                                     for m in self.order[1:]})
+        self.mlp = mlp(proj_dim, hidden_dim, dropout)
+        self.out_dim = hidden_dim
+
+    def forward(self, encoded: Mapping[str, Encoded],
+                present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        first = self.proj[self.order[0]](encoded[self.order[0]].pooled)
+        state = first * presence(present, self.order[0], first)                     # [B, P]
+        for m in self.order[1:]:
+            projected = self.proj[m](encoded[m].pooled)                               # [B, P]
+            joined = self.stages[m](torch.cat([state, projected.to(state.dtype)], dim=-1))
+            state = torch.where(presence(present, m, projected).bool(), joined.to(state.dtype), state)
+        return self.mlp(state)

@@ -1,0 +1,63 @@
+"""Bidirectional cross-attention fusion (co-attention, as in ViLBERT, Lu et al. 2019, and LXMERT, Tan & Bansal
+2019): a query stream and a context stream attend to each other.
+
+The query stream is the text tokens (the first sorted modality when there is no text) and the context stream the
+other modalities' tokens concatenated (each [B, T_m, D_m] truncated to max_tokens, projected to width, with a
+modality embedding); with one modality both streams are its own tokens (self-attention). Each layer updates both
+streams at once, each with multi-head attention to the other, residual + LayerNorm, FFN, residual + LayerNorm.
+Each stream is then mean-pooled over its real tokens [B, width]; the concatenation [B, 2 width] -> MLP ->
+[B, hidden_dim]. Padding and absent modalities are key-padding-masked; a sample whose other stream is empty keeps
+its tokens unchanged by attention, and an empty stream pools to zeros.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.fusion.parts import TokenProjection, masked_mean, mlp
+
+
+class CrossBlock(nn.Module):
+    """x [B, T, W] attends to context [B, S, W] (keys kept where context_keep [B, S]); post-norm residuals."""
+
+    def __init__(self, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.ffn = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(4 * width, width))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_keep: torch.Tensor) -> torch.Tensor:
+        has_context = context_keep.any(1, keepdim=True)                         # [B, 1]
+        ignore = ~context_keep & has_context     # a row with no context attends to all, then its result is dropped
+        attended = self.attn(x, context, context, key_padding_mask=ignore, need_weights=False)[0]
+        x = self.norm1(x + self.dropout(attended) * has_context.unsqueeze(-1).to(attended.dtype))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+class CrossAttentionFusion(nn.Module):
+    def __init__(self, in_dims: Mapping[str, int], width: int, heads: int, layers: int, dropout: float,
+                 max_tokens: int, hidden_dim: int):
+        super().__init__()
+        self.modalities = sorted(in_dims)
+        self.query = "text" if "text" in in_dims else self.modalities[0]
+        self.tokens = TokenProjection(in_dims, width, max_tokens)
+        self.query_blocks = nn.ModuleList([CrossBlock(width, heads, dropout) for _ in range(layers)])
+        self.context_blocks = nn.ModuleList([CrossBlock(width, heads, dropout) for _ in range(layers)])
+        self.mlp = mlp(2 * width, hidden_dim, dropout)
+        self.out_dim = hidden_dim
+
+    def forward(self, encoded: Mapping[str, Encoded],
+                present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        streams = self.tokens(encoded, present)
+        q, q_keep = streams[self.query]                                              # [B, Tq, W], [B, Tq]
+        others = [streams[m] for m in self.modalities if m != self.query] or [streams[self.query]]
+        c = torch.cat([t.to(q.dtype) for t, _ in others], dim=1)                     # [B, Tc, W]
+        c_keep = torch.cat([k for _, k in others], dim=1)                            # [B, Tc]
+        for query_block, context_block in zip(self.query_blocks, self.context_blocks):
+            q, c = query_block(q, c, c_keep), context_block(c, q, q_keep)            # both from the old streams
+        return self.mlp(torch.cat([masked_mean(q, q_keep), masked_mean(c, c_keep)], dim=-1))

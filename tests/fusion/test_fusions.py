@@ -1,0 +1,181 @@
+"""Every fusion strategy in configs/fusion/ on every subset of modalities: shapes, gradients, presence and padding
+masks, bf16 autocast, and the strategy-specific promises (learned weights, late fusion = mean of logits, order)."""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.fusion import Fused
+from crossmodal_cli.fusion.cascade import CascadeFusion
+from crossmodal_cli.fusion.late import LateFusion
+from crossmodal_cli.paths import config_dir
+
+CONFIGS = sorted(Path(config_dir(), "fusion").glob("*.yaml"))
+NAMES = [p.stem for p in CONFIGS]
+WIDTHS = {"audio": 12, "image": 24, "text": 16}   # different encoder widths
+LENGTHS = {"audio": 5, "image": 4, "text": 7}     # different token counts
+TEXT_LENGTHS = [4, 7, 2, 5]                       # real text tokens per sample; the rest is padding
+SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(sorted(WIDTHS), r)]
+B = 4
+
+
+def build(name: str, modalities, **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = OmegaConf.merge(OmegaConf.load(Path(config_dir(), "fusion", f"{name}.yaml")), overrides)
+    return instantiate(cfg, in_dims={m: WIDTHS[m] for m in modalities})
+
+
+def inputs(modalities, seed: int = 0) -> dict[str, Encoded]:
+    g = torch.Generator().manual_seed(seed)
+    encoded = {}
+    for m in modalities:
+        tokens = torch.randn(B, LENGTHS[m], WIDTHS[m], generator=g)
+        mask = None
+        if m == "text":
+            mask = torch.arange(LENGTHS[m]).unsqueeze(0) < torch.tensor(TEXT_LENGTHS).unsqueeze(1)
+        encoded[m] = Encoded(pooled=torch.randn(B, WIDTHS[m], generator=g), tokens=tokens, mask=mask)
+    return encoded
+
+
+def features(out) -> torch.Tensor:
+    return out.features if isinstance(out, Fused) else out
+
+
+def perturbed(encoded: dict[str, Encoded], modality: str, sample: int) -> dict[str, Encoded]:
+    """A copy with new random pooled and token values for one sample of one modality."""
+    enc = encoded[modality]
+    pooled, tokens = enc.pooled.clone(), enc.tokens.clone()
+    pooled[sample] = torch.randn_like(pooled[sample]) * 3
+    tokens[sample] = torch.randn_like(tokens[sample]) * 3
+    return {**encoded, modality: Encoded(pooled, tokens, enc.mask)}
+
+
+cases = pytest.mark.parametrize("name,modalities", [(n, s) for n in NAMES for s in SUBSETS],
+                                ids=lambda v: "+".join(v) if isinstance(v, tuple) else v)
+
+
+def test_every_strategy_has_a_config_and_module():
+    expected = {"concat", "sum", "weighted", "product", "gated", "bilinear", "attention", "cross_attention", "late",
+                "cascade"}
+    assert expected <= set(NAMES)
+
+
+@cases
+def test_output_shape_is_finite_and_every_parameter_gets_a_gradient(name, modalities):
+    fusion = build(name, modalities)
+    out = fusion(inputs(modalities))
+    feats = features(out)
+    assert feats.shape == (B, fusion.out_dim)
+    assert torch.isfinite(feats).all()
+    loss = feats.square().mean()
+    if isinstance(out, Fused):
+        loss = loss + sum(h.square().mean() for h in out.per_modality.values())
+    loss.backward()
+    missing = [n for n, p in fusion.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+@cases
+def test_all_present_is_the_same_as_present_none(name, modalities):
+    fusion = build(name, modalities).eval()
+    encoded = inputs(modalities)
+    present = {m: torch.ones(B, dtype=torch.bool) for m in modalities}
+    torch.testing.assert_close(features(fusion(encoded, present)), features(fusion(encoded)))
+
+
+@pytest.mark.parametrize("name,modalities,absent",
+                         [(n, s, m) for n in NAMES for s in SUBSETS if len(s) > 1 for m in s],
+                         ids=lambda v: "+".join(v) if isinstance(v, tuple) else v)
+def test_an_absent_modality_is_ignored_for_that_sample_only(name, modalities, absent):
+    fusion = build(name, modalities).eval()
+    encoded = inputs(modalities)
+    present = {m: torch.ones(B, dtype=torch.bool) for m in modalities}
+    present[absent][0] = False
+    with torch.no_grad():
+        before = features(fusion(encoded, present))
+        after_0 = features(fusion(perturbed(encoded, absent, 0), present))
+        after_1 = features(fusion(perturbed(encoded, absent, 1), present))
+    torch.testing.assert_close(after_0[0], before[0], atol=1e-5, rtol=1e-5)
+    assert (after_1[1] - before[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("name,modalities", [(n, s) for n in NAMES for s in SUBSETS if "text" in s],
+                         ids=lambda v: "+".join(v) if isinstance(v, tuple) else v)
+def test_text_padding_tokens_are_ignored(name, modalities):
+    fusion = build(name, modalities).eval()
+    encoded = inputs(modalities)
+    text = encoded["text"]
+    noisy = torch.where(text.mask.unsqueeze(-1), text.tokens, torch.randn_like(text.tokens) * 5)
+    with torch.no_grad():
+        before = features(fusion(encoded))
+        after = features(fusion({**encoded, "text": Encoded(text.pooled, noisy, text.mask)}))
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["attention", "cross_attention"])
+def test_tokens_beyond_max_tokens_are_ignored(name):
+    fusion = build(name, ["audio", "image"], max_tokens=3).eval()
+    encoded = inputs(["audio", "image"])
+    audio = encoded["audio"]
+    tokens = audio.tokens.clone()
+    tokens[:, 3:] = torch.randn_like(tokens[:, 3:])
+    with torch.no_grad():
+        before = fusion(encoded)
+        after = fusion({**encoded, "audio": Encoded(audio.pooled, tokens)})
+    torch.testing.assert_close(after, before)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_under_bf16_autocast(name):
+    modalities = sorted(WIDTHS)
+    fusion = build(name, modalities)
+    present = {m: torch.tensor([True, m != "text", True, m == "audio"]) for m in modalities}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = features(fusion(inputs(modalities), present))
+    assert feats.shape == (B, fusion.out_dim) and torch.isfinite(feats.float()).all()
+    feats.float().square().mean().backward()
+
+
+@pytest.mark.parametrize("name,overrides", [("weighted", {}), ("late", {"combine": "mean"}),
+                                            ("late", {"combine": "learned"})])
+def test_summary_reports_modality_weights_summing_to_one(name, overrides):
+    modalities = sorted(WIDTHS)
+    fusion = build(name, modalities, **overrides)
+    with torch.no_grad():
+        for p in fusion.parameters():
+            if p.ndim == 1 and p.numel() == len(modalities):  # the per-modality logits, if learned
+                p.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    summary = fusion.summary()
+    assert set(summary) == {f"weight/{m}" for m in modalities}
+    assert sum(summary.values()) == pytest.approx(1.0)
+
+
+def test_late_fusion_with_a_linear_head_is_the_mean_of_present_per_modality_logits():
+    modalities = sorted(WIDTHS)
+    fusion = build("late", modalities).eval()
+    head = torch.nn.Linear(fusion.out_dim, 3)
+    present = {"audio": torch.tensor([True, False, True, True]), "image": torch.tensor([True, True, False, True]),
+               "text": torch.tensor([False, True, False, True])}
+    out = fusion(inputs(modalities), present)
+    keep = torch.stack([present[m] for m in modalities], 1).float()               # [B, M]
+    logits = torch.stack([head(out.per_modality[m]) for m in modalities], 1)      # [B, M, C]
+    expected = (logits * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True)
+    torch.testing.assert_close(head(out.features), expected)
+    assert out.aux_weight == 0.5
+
+
+def test_late_fusion_rejects_an_unknown_combine():
+    with pytest.raises(CrossmodalError, match="combine"):
+        LateFusion({"image": 4}, proj_dim=4, hidden_dim=4, dropout=0.0, combine="max", aux_loss_weight=0.5)
+
+
+def test_cascade_order_skips_unused_modalities_and_appends_unlisted_ones():
+    fusion = CascadeFusion({"text": 4, "audio": 4}, order=["text", "image"], proj_dim=4, hidden_dim=8, dropout=0.0)
+    assert fusion.order == ["text", "audio"]

@@ -129,3 +129,23 @@ def test_early_stopping_after_patience(tmp_path):
     trainer = make_trainer(tmp_path, lr=0.0, max_epochs=10, early_stopping_patience=2)
     progress = trainer.fit()
     assert progress.epoch - 1 == 3 and progress.best_epoch == 1 and progress.stale == 2
+
+
+def test_keep_last_k_keeps_the_most_recent_epoch_snapshots(tmp_path):
+    trainer = make_trainer(tmp_path, max_epochs=4)
+    trainer.checkpointer.keep_last_k = 2
+    trainer.fit()
+    snapshots = sorted(p.name for p in (tmp_path / "checkpoints").glob("epoch-*.ckpt"))
+    assert snapshots == ["epoch-003.ckpt", "epoch-004.ckpt"]
+    assert load_checkpoint(tmp_path / "checkpoints/epoch-003.ckpt")["progress"]["epoch"] == 4  # next to run
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))
+
+
+def test_checkpoint_every_n_steps_writes_last_mid_epoch(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, max_epochs=1, checkpoint_every_n_steps=3)
+    saved = []
+    original = trainer.checkpointer.save
+    monkeypatch.setattr(trainer.checkpointer, "save", lambda state, **kw: (saved.append(
+        (state["progress"]["step"], kw.get("epoch_end"))), original(state, **kw)))
+    trainer.fit()
+    assert saved == [(3, None), (6, None), (8, 1)]

@@ -26,7 +26,7 @@ def start(cwd: Path, *args: str) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-    out, err = proc.communicate(timeout=600)
+    out, err = proc.communicate(timeout=1800)
     assert proc.returncode == 0, err[-3000:]
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

@@ -35,6 +35,12 @@ class MultimodalModel(nn.Module):
         self.head = head
         self.modality_dropout = modality_dropout
 
+    def parameter_counts(self) -> dict[str, int]:
+        """{"total", "encoder/MODALITY", "fusion", "head"}: parameter counts, for logs and metrics.json."""
+        counts = {f"encoder/{m}": _count(e) for m, e in self.encoders.items()}
+        counts.update(fusion=_count(self.fusion), head=_count(self.head))
+        return {"total": _count(self), **counts}
+
     def _drop_modalities(self, present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         names = sorted(present)
         keep = torch.stack([present[m] for m in names], dim=1)                    # [B, M]
@@ -57,3 +63,7 @@ class MultimodalModel(nn.Module):
             return ModelOutput(self.head(fused))
         aux = {m: self.head(f) for m, f in fused.per_modality.items()}
         return ModelOutput(self.head(fused.features), aux, fused.aux_weight)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

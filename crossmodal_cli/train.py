@@ -42,10 +42,15 @@ def _run_dir_of(resume: str | None, default: str) -> str:
 
 
 OmegaConf.register_new_resolver("cm_run_dir", _run_dir_of, replace=True)
-def _hydra_subdir(resume: str | None, stamp: str, run_dir: str) -> str:
+def _hydra_subdir(resume: str | None, stamp: str, *, _root_: DictConfig) -> str:
     """.hydra for a new run folder; .hydra/resume-STAMP (or rerun-STAMP) where one exists, so the original
-    record of the run is never overwritten."""
-    if not (Path(run_dir) / ".hydra" / "config.yaml").exists():
+    record of the run is never overwritten. The folder is the job's own one in a sweep (cmtrain -m)."""
+    hydra_cfg = _root_.hydra
+    if str(hydra_cfg.get("mode")) == "RunMode.MULTIRUN":
+        job_dir = Path(hydra_cfg.sweep.dir) / str(hydra_cfg.sweep.subdir)
+    else:
+        job_dir = Path(hydra_cfg.run.dir)
+    if not (job_dir / ".hydra" / "config.yaml").exists():
         return ".hydra"
     return f".hydra/{'resume' if resume is not None else 'rerun'}-{stamp}"
 
@@ -100,7 +105,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     run_dir = Path(run_dir)
     if resume is None and (run_dir / "checkpoints" / "last.ckpt").exists():
         raise CrossmodalError(f"{run_dir} already holds a run (checkpoints/last.ckpt): continue it with "
-                              f"resume={run_dir}, or choose another hydra.run.dir")
+                              f"resume={run_dir}, or choose another hydra.run.dir (hydra.sweep.dir for cmtrain -m)")
     log.info("run folder: %s", run_dir.resolve())
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     absolute_data_paths(cfg.data)
@@ -135,8 +140,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     steps_per_epoch = -(-len(train_loader) // settings.accumulate_grad_batches)
     scheduler = hydra.utils.instantiate(cfg.scheduler)(optimizer, steps_per_epoch=steps_per_epoch,
                                                        max_epochs=settings.max_epochs)
-    log.info("model: %s fusion, %.2fM parameters; device %s, precision %s, %d workers",
-             cfg.fusion._target_.rsplit(".", 1)[-1], sum(p.numel() for p in model.parameters()) / 1e6, device,
+    counts = model.parameter_counts()
+    log.info("model: %s fusion, %.2fM parameters (fusion %.2fM); device %s, precision %s, %d workers",
+             cfg.fusion._target_.rsplit(".", 1)[-1], counts["total"] / 1e6, counts["fusion"] / 1e6, device,
              precision, workers)
 
     extra = {"config": to_yaml(cfg), "classes": table.classes, "modalities": table.modalities,
@@ -165,8 +171,10 @@ def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, p
         results["test"] = evaluate(model, test_loader, task, device, precision)[0]
     results["best_epoch"] = progress.best_epoch
     results["skipped_steps"] = progress.skipped_steps
+    results["parameters"] = model.parameter_counts()
     if hasattr(model.fusion, "summary"):  # learned modality weights and similar, for the report
         results["fusion"] = model.fusion.summary()
+        log.info("fusion: %s", ", ".join(f"{k} {v:.3f}" for k, v in results["fusion"].items()))
     write_json(run_dir / "metrics.json", results)
     log.info("best checkpoint (epoch %d of %d): %s\n%s", progress.best_epoch, progress.epoch - 1,
              run_dir / "checkpoints" / "best.ckpt", metrics_table({"val": results["val"], "test": results["test"]}))

@@ -122,3 +122,29 @@ def test_unimodal_run_on_the_demo_stays_near_chance(tmp_path):
     run("cmtrain", "modalities=[image]", "trainer.max_epochs=4", "hydra.run.dir=run", *FAST, cwd=tmp_path)
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert metrics["val"]["accuracy"] < 0.5
+
+
+def test_multirun_jobs_are_compared_and_never_overwritten(tmp_path):
+    small = ["data.demo.num_samples=150", "trainer.max_epochs=1", *FAST]
+    run("cmtrain", "-m", "fusion=concat,weighted", "hydra.sweep.dir=sweep", *small, cwd=tmp_path)
+    jobs = [json.loads((tmp_path / f"sweep/{n}/metrics.json").read_text()) for n in (0, 1)]
+    for job in jobs:
+        counts = job["parameters"]
+        assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+    assert jobs[0]["parameters"]["fusion"] != jobs[1]["parameters"]["fusion"]
+    assert set(jobs[1]["fusion"]) == {"weight/image", "weight/text", "weight/audio"}
+
+    script = Path(__file__).parents[2] / "scripts/sweep_table.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "sweep")], capture_output=True, text=True,
+                          check=True)
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| `fusion` | val accuracy |")
+    assert [row.split(" | ")[0] for row in rows[2:]] == ["| concat", "| weighted"]
+    assert f"{jobs[1]['val']['accuracy']:.3f}" in rows[3] and "weight/image" in rows[3]
+
+    record = (tmp_path / "sweep/0/.hydra/overrides.yaml").read_text()
+    again = run("cmtrain", "-m", "fusion=concat", "seed=3", "hydra.sweep.dir=sweep", *small, cwd=tmp_path,
+                check=False)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert (tmp_path / "sweep/0/.hydra/overrides.yaml").read_text() == record  # the job's record is kept
+    assert list((tmp_path / "sweep/0/.hydra").glob("rerun-*/overrides.yaml"))

@@ -15,6 +15,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from crossmodal_cli.build import (absolute_data_paths, build_model, build_optimizer, build_tokenizer, load_data,
@@ -46,7 +47,7 @@ def _hydra_subdir(resume: str | None, stamp: str, *, _root_: DictConfig) -> str:
     """.hydra for a new run folder; .hydra/resume-STAMP (or rerun-STAMP) where one exists, so the original
     record of the run is never overwritten. The folder is the job's own one in a sweep (cmtrain -m)."""
     hydra_cfg = _root_.hydra
-    if str(hydra_cfg.get("mode")) == "RunMode.MULTIRUN":
+    if hydra_cfg.get("mode") == RunMode.MULTIRUN:
         job_dir = Path(hydra_cfg.sweep.dir) / str(hydra_cfg.sweep.subdir)
     else:
         job_dir = Path(hydra_cfg.run.dir)

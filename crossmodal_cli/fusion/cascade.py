@@ -13,7 +13,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from crossmodal_cli.data.table import MODALITIES
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.fusion import presence
 from crossmodal_cli.fusion.parts import mlp, projections
 
@@ -22,6 +24,9 @@ class CascadeFusion(nn.Module):
     def __init__(self, in_dims: Mapping[str, int], order: Sequence[str], proj_dim: int, hidden_dim: int,
                  dropout: float):
         super().__init__()
+        unknown = [m for m in order if m not in MODALITIES]
+        if unknown or len(set(order)) != len(order):
+            raise CrossmodalError(f"fusion.order={list(order)}: list each of {', '.join(MODALITIES)} at most once")
         self.order = [m for m in order if m in in_dims] + [m for m in sorted(in_dims) if m not in order]
         self.proj = projections(in_dims, proj_dim)
         self.stages = nn.ModuleDict({m: nn.Sequential(mlp(2 * proj_dim, hidden_dim, dropout),

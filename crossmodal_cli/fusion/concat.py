@@ -9,26 +9,17 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-from torch import nn
 
 from crossmodal_cli.encoders import Encoded
 from crossmodal_cli.fusion import presence
+from crossmodal_cli.fusion.parts import PooledFusion
 
 
-class ConcatFusion(nn.Module):
+class ConcatFusion(PooledFusion):
     def __init__(self, in_dims: Mapping[str, int], proj_dim: int, hidden_dim: int, dropout: float):
-        super().__init__()
-        self.modalities = sorted(in_dims)
-        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(in_dims[m], proj_dim), nn.LayerNorm(proj_dim))
-                                   for m in self.modalities})
-        self.mlp = nn.Sequential(nn.Linear(proj_dim * len(self.modalities), hidden_dim), nn.GELU(),
-                                 nn.Dropout(dropout))
-        self.out_dim = hidden_dim
+        super().__init__(in_dims, proj_dim, hidden_dim, dropout, mlp_in=proj_dim * len(in_dims))
 
     def forward(self, encoded: Mapping[str, Encoded],
                 present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        parts = []
-        for m in self.modalities:
-            projected = self.proj[m](encoded[m].pooled)
-            parts.append(projected * presence(present, m, projected))
+        parts = [x * presence(present, m, x) for m, x in self.projected(encoded).items()]   # M x [B, proj_dim]
         return self.mlp(torch.cat(parts, dim=-1))

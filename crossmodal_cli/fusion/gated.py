@@ -3,7 +3,8 @@
 Each modality's projected vector x_m [B, P] gives a candidate h_m = tanh(W_m x_m) [B, P]; gates computed from the
 concatenation of all x [B, M*P] are softmax-normalised over modalities per feature, z [B, M, P] (the paper's
 sigmoid z and 1 - z for two modalities); the output sum_m z_m * h_m [B, P] is layer-normalised (a convex mix of
-tanh values is small, which slows learning) and goes through an MLP -> [B, hidden_dim]. An absent modality's x is zeroed in the gate input and its gate is 0 (the softmax runs over present modalities).
+tanh values is small, which slows learning) and goes through an MLP -> [B, hidden_dim]. An absent modality's x
+is zeroed in the gate input and its gate is 0 (the softmax runs over present modalities).
 """
 from __future__ import annotations
 

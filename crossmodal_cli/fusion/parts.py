@@ -11,24 +11,42 @@ import torch
 from torch import nn
 
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.fusion import presence
 
 
 def projections(in_dims: Mapping[str, int], dim: int) -> nn.ModuleDict:
-    """{modality: Linear(D_m, dim) + LayerNorm(dim)}, the same projection concat uses; works on [B, D] and [B, T, D]."""
+    """{modality: Linear(D_m, dim) + LayerNorm(dim)}; works on [B, D] and [B, T, D]."""
     return nn.ModuleDict({m: nn.Sequential(nn.Linear(in_dims[m], dim), nn.LayerNorm(dim)) for m in sorted(in_dims)})
 
 
 def mlp(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
-    """Linear -> GELU -> Dropout: [B, in_dim] -> [B, hidden_dim] (concat's MLP)."""
+    """Linear -> GELU -> Dropout: [B, in_dim] -> [B, hidden_dim]."""
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout))
 
 
 def keep_matrix(present: Mapping[str, torch.Tensor] | None, modalities: Sequence[str],
                 like: torch.Tensor) -> torch.Tensor:
     """bool [B, M]: True where sample b has modality m (all True when `present` is None)."""
-    ones = torch.ones(like.shape[0], dtype=torch.bool, device=like.device)
-    return torch.stack([ones if present is None or m not in present else present[m].bool() for m in modalities],
-                       dim=1)
+    return torch.cat([presence(present, m, like) for m in modalities], dim=1).bool()
+
+
+class PooledFusion(nn.Module):
+    """Base of the fusions that project each modality's pooled vector and end in an MLP (concat, sum, weighted,
+    product): sets modalities (sorted), proj {modality: [B, D_m] -> [B, proj_dim]}, mlp [B, mlp_in] ->
+    [B, hidden_dim] (mlp_in defaults to proj_dim) and out_dim. Subclasses write forward()."""
+
+    def __init__(self, in_dims: Mapping[str, int], proj_dim: int, hidden_dim: int, dropout: float,
+                 mlp_in: int | None = None):
+        super().__init__()
+        self.modalities = sorted(in_dims)
+        self.proj = projections(in_dims, proj_dim)
+        self.mlp = mlp(mlp_in or proj_dim, hidden_dim, dropout)
+        self.out_dim = hidden_dim
+
+    def projected(self, encoded: Mapping[str, Encoded]) -> dict[str, torch.Tensor]:
+        """{modality: projected pooled vector [B, proj_dim]}, in sorted order."""
+        return {m: self.proj[m](encoded[m].pooled) for m in self.modalities}
 
 
 def masked_softmax(logits: torch.Tensor, keep: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -80,6 +98,8 @@ class TokenProjection(nn.Module):
 
     def __init__(self, in_dims: Mapping[str, int], width: int, max_tokens: int):
         super().__init__()
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            raise CrossmodalError(f"fusion.max_tokens={max_tokens}: must be a whole number >= 1")
         self.modalities = sorted(in_dims)
         self.max_tokens = max_tokens
         self.proj = projections(in_dims, width)
@@ -93,7 +113,6 @@ class TokenProjection(nn.Module):
             mask = encoded[m].mask
             keep = mask[:, :self.max_tokens].bool() if mask is not None else \
                 torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-            if present is not None and m in present:
-                keep = keep & present[m].bool().unsqueeze(1)
+            keep = keep & presence(present, m, tokens).bool()                     # [B, T] & [B, 1]
             out[m] = (self.proj[m](tokens) + self.embedding[i], keep)
         return out

@@ -10,24 +10,19 @@ from __future__ import annotations
 from typing import Mapping
 
 import torch
-from torch import nn
 
 from crossmodal_cli.encoders import Encoded
-from crossmodal_cli.fusion.parts import ModalityWeights, keep_matrix, mlp, projections
+from crossmodal_cli.fusion.parts import ModalityWeights, PooledFusion, keep_matrix
 
 
-class WeightedFusion(nn.Module):
+class WeightedFusion(PooledFusion):
     def __init__(self, in_dims: Mapping[str, int], proj_dim: int, hidden_dim: int, dropout: float):
-        super().__init__()
-        self.modalities = sorted(in_dims)
-        self.proj = projections(in_dims, proj_dim)
+        super().__init__(in_dims, proj_dim, hidden_dim, dropout)
         self.weights = ModalityWeights(self.modalities, learned=True)
-        self.mlp = mlp(proj_dim, hidden_dim, dropout)
-        self.out_dim = hidden_dim
 
     def forward(self, encoded: Mapping[str, Encoded],
                 present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        projected = torch.stack([self.proj[m](encoded[m].pooled) for m in self.modalities], dim=1)  # [B, M, P]
+        projected = torch.stack(list(self.projected(encoded).values()), dim=1)                      # [B, M, P]
         keep = keep_matrix(present, self.modalities, projected)                                     # [B, M]
         weights = self.weights(keep) * keep.sum(1, keepdim=True)      # sums to #present: equal weights = sum fusion
         return self.mlp((weights.unsqueeze(-1).to(projected.dtype) * projected).sum(1))

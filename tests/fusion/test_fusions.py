@@ -143,18 +143,20 @@ def test_runs_under_bf16_autocast(name):
     feats.float().square().mean().backward()
 
 
-@pytest.mark.parametrize("name,overrides", [("weighted", {}), ("late", {"combine": "mean"}),
-                                            ("late", {"combine": "learned"})])
-def test_summary_reports_modality_weights_summing_to_one(name, overrides):
+@pytest.mark.parametrize("name,overrides,learned", [("weighted", {}, True), ("late", {"combine": "mean"}, False),
+                                                    ("late", {"combine": "learned"}, True)])
+def test_summary_reports_the_modality_weights(name, overrides, learned):
     modalities = sorted(WIDTHS)
     fusion = build(name, modalities, **overrides)
+    logits = [p for p in fusion.parameters() if p.ndim == 1 and p.numel() == len(modalities)]
+    assert len(logits) == int(learned)  # one learned logit per modality, or none for an equal mean
     with torch.no_grad():
-        for p in fusion.parameters():
-            if p.ndim == 1 and p.numel() == len(modalities):  # the per-modality logits, if learned
-                p.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        for p in logits:
+            p.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    expected = torch.tensor([0.5, -1.0, 2.0]).softmax(0).tolist() if learned else [1 / 3] * 3
     summary = fusion.summary()
-    assert set(summary) == {f"weight/{m}" for m in modalities}
-    assert sum(summary.values()) == pytest.approx(1.0)
+    assert list(summary) == [f"weight/{m}" for m in modalities]
+    assert list(summary.values()) == pytest.approx(expected)
 
 
 def test_late_fusion_with_a_linear_head_is_the_mean_of_present_per_modality_logits():
@@ -179,3 +181,15 @@ def test_late_fusion_rejects_an_unknown_combine():
 def test_cascade_order_skips_unused_modalities_and_appends_unlisted_ones():
     fusion = CascadeFusion({"text": 4, "audio": 4}, order=["text", "image"], proj_dim=4, hidden_dim=8, dropout=0.0)
     assert fusion.order == ["text", "audio"]
+
+
+@pytest.mark.parametrize("order", [["image", "txt"], ["text", "text"]])
+def test_cascade_order_with_a_typo_or_a_repeat_is_refused(order):
+    with pytest.raises(CrossmodalError, match=r"^fusion.order=\[.*\]: list each of image, text, audio at most once$"):
+        CascadeFusion({"text": 4, "image": 4}, order=order, proj_dim=4, hidden_dim=8, dropout=0.0)
+
+
+@pytest.mark.parametrize("name", ["attention", "cross_attention"])
+def test_max_tokens_below_one_is_refused(name):
+    with pytest.raises(Exception, match=r"fusion.max_tokens=0: must be a whole number >= 1"):
+        build(name, ("image", "text"), max_tokens=0)

@@ -21,12 +21,22 @@ import yaml
 
 
 def load_job(folder: Path) -> dict:
-    """One job's overrides (dict), metrics.json and per-epoch seconds."""
-    overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
-    epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"folder": folder, "overrides": dict(o.split("=", 1) for o in overrides),
-            "metrics": json.loads((folder / "metrics.json").read_text()),
-            "seconds": [e["seconds"] for e in epochs]}
+    """One job's overrides (dict), metrics.json and per-epoch seconds; SystemExit naming the file if unreadable."""
+    path = folder / ".hydra" / "overrides.yaml"
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+        path = folder / "metrics.json"
+        metrics = json.loads(path.read_text())
+        path = folder / "metrics.jsonl"
+        epochs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        seconds = [e["seconds"] for e in epochs]
+        accuracy = metrics["val"]["accuracy"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise SystemExit(f"{path}: not a readable cmtrain result ({type(err).__name__}: {err})") from None
+    if not isinstance(accuracy, (int, float)):
+        raise SystemExit(f"{folder / 'metrics.json'}: val.accuracy is not a number")
+    return {"folder": folder, "overrides": dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides),
+            "metrics": metrics, "seconds": seconds}
 
 
 def find_jobs(sweeps: list[Path]) -> tuple[list[dict], list[Path]]:

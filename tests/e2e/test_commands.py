@@ -148,3 +148,16 @@ def test_multirun_jobs_are_compared_and_never_overwritten(tmp_path):
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert (tmp_path / "sweep/0/.hydra/overrides.yaml").read_text() == record  # the job's record is kept
     assert list((tmp_path / "sweep/0/.hydra").glob("rerun-*/overrides.yaml"))
+
+
+def test_sweep_table_names_an_unreadable_job_file(tmp_path):
+    (tmp_path / "sweep/0/.hydra").mkdir(parents=True)
+    (tmp_path / "sweep/0/.hydra/overrides.yaml").write_text("- fusion=concat\n")
+    (tmp_path / "sweep/0/metrics.json").write_text("{not json")
+    script = Path(__file__).parents[2] / "scripts/sweep_table.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "sweep")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"{tmp_path / 'sweep/0/metrics.json'}: not a readable cmtrain result")
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stderr.strip().endswith("no such folder; pass the hydra.sweep.dir "
+                                                                        "of a cmtrain -m run")

@@ -24,6 +24,7 @@ from crossmodal_cli.data.table import SPLITS, Table, load_table
 from crossmodal_cli.data.validation import check_inputs
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.model import MultimodalModel
+from crossmodal_cli.paths import config_dir
 
 log = logging.getLogger(__name__)
 PATH_KEYS = ("csv", "train_csv", "val_csv", "test_csv", "root")
@@ -71,15 +72,26 @@ def absolute_data_paths(data: DictConfig) -> None:
 
 def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, classes: Sequence[str] | None = None,
               keep: Sequence[str] = SPLITS) -> Table:
-    """Generate the demo data if configured, then read, split and check the CSV(s) and every file they name."""
+    """Generate the demo data if configured, then read, split and check the CSV(s) and every file they name.
+
+    A data.columns name that differs from configs/data/csv.yaml was set by the user: it must exist as written.
+    """
+    files = ", ".join(f"{key}={data[key]}" for key in ("csv", "train_csv", "val_csv", "test_csv") if data.get(key))
+    separator = data.get("separator", "auto")  # .get: configs stored in checkpoints written before these keys existed
+    text = data.text.tokenizer or f"WordPiece built from the training texts (vocab {data.text.vocab_size}" \
+        f"{', lowercase' if data.text.lowercase else ''})"
+    log.info("data: %s; separator %s; on_missing=%s", files or "no CSV set", repr(separator), data.on_missing)
+    log.info("data inputs: image %d px, augment %s; text %s, max %d tokens; audio %d Hz, %s s", data.image_size,
+             data.augment, text, data.text.max_length, data.audio.sample_rate, data.audio.seconds)
     if data.get("demo"):
         ensure_demo(data.demo.folder, num_samples=data.demo.num_samples, seed=data.demo.seed,
                     image_size=data.image_size, sample_rate=data.audio.sample_rate, seconds=data.audio.seconds)
+    defaults = OmegaConf.load(Path(config_dir()) / "data" / "csv.yaml").columns
+    explicit = {key for key, name in data.columns.items() if name is not None and name != defaults.get(key)}
     table = load_table(csv=data.csv, train_csv=data.train_csv, val_csv=data.val_csv, test_csv=data.test_csv,
                        root=data.root, columns=data.columns, modalities=modalities, val_fraction=data.val_fraction,
                        test_fraction=data.test_fraction, seed=seed, classes=classes, keep=keep,
-                       on_missing=data.on_missing)
-    # .get: configs stored in checkpoints written before these keys existed
+                       on_missing=data.on_missing, explicit=explicit, separator=separator)
     table.report = check_inputs(table, data.columns, data.on_missing,
                                 allow_outside_root=bool(data.get("allow_outside_root", False)),
                                 cache_dir=data.get("validation_cache"))
@@ -125,10 +137,44 @@ def build_model(cfg: DictConfig, modalities: Sequence[str], num_classes: int, to
     encoders = {m: _instantiate(cfg.encoder[m], f"encoder/{m}", **runtime[m]) for m in modalities}
     fusion = _instantiate(cfg.fusion, "fusion", in_dims={m: e.out_dim for m, e in encoders.items()})
     task = _instantiate(cfg.task, "task", num_classes=num_classes)
-    dropout = cfg.trainer.modality_dropout
-    if not 0 <= dropout < 1:
-        raise CrossmodalError(f"trainer.modality_dropout={dropout}: must be in [0, 1)")
-    return MultimodalModel(encoders, fusion, task.head(fusion.out_dim), modality_dropout=dropout), task
+    return MultimodalModel(encoders, fusion, task.head(fusion.out_dim),
+                           modality_dropout=cfg.trainer.modality_dropout), task
+
+
+def _dry_build(node: DictConfig, where: str, **runtime: Any) -> Any:
+    """instantiate on the meta device; a CrossmodalError from the constructor is raised, any other failure (an
+    operation the meta device does not support) returns None and is left to the real build."""
+    try:
+        with torch.device("meta"):
+            return instantiate(node, **runtime)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, CrossmodalError):
+            raise cause from None
+        if isinstance(cause, (AssertionError, ValueError, TypeError)):  # the constructor refused a value
+            detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            raise CrossmodalError(f"{where}: cannot build {node.get('_target_')}: {detail}") from None
+    except CrossmodalError:
+        raise
+    except Exception:  # not a user mistake this check can judge
+        pass
+    return None
+
+
+def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> list[str]:
+    """Build the encoders, the fusion and the task once on the meta device (no memory, no weights) with stand-in
+    run-time values, so a value only a constructor can judge (hidden_size not divisible by num_heads, a fusion
+    order naming an unknown modality, …) fails in one line before any data is read. Returns the task's metric
+    names (what trainer.monitor may name)."""
+    runtime = {"image": {}, "audio": {"sample_rate": cfg.data.audio.sample_rate},
+               "text": {"vocab_size": 64, "max_length": cfg.data.text.max_length, "pad_token_id": 0}}
+    widths = {}
+    for m in modalities:
+        encoder = _dry_build(cfg.encoder[m], f"encoder/{m}", **runtime[m])
+        widths[m] = int(getattr(encoder, "out_dim", 8))
+    _dry_build(cfg.fusion, "fusion", in_dims=widths)
+    task = _instantiate(cfg.task, "task", num_classes=2)
+    return list(task.metrics().keys())
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -14,6 +14,14 @@ F = TypeVar("F", bound=Callable)
 class CrossmodalError(Exception):
     """A user-fixable problem (bad config key, bad CSV, missing file). Its message is one line that says what to do."""
 
+    exit_status = 2
+
+
+class Interrupted(CrossmodalError):
+    """Ctrl-C (or SIGTERM) outside the training loop, which handles them itself: exit status 130."""
+
+    exit_status = 130
+
 
 def user_message(err: CrossmodalError) -> str:
     """The one-line message, also when a DataLoader worker re-raised the error with its traceback attached."""
@@ -24,7 +32,8 @@ def user_message(err: CrossmodalError) -> str:
 
 
 def exit_on_user_error(fn: F) -> F:
-    """Run `fn`; a CrossmodalError becomes `error: MESSAGE` on stderr and exit status 2, without a traceback.
+    """Run `fn`; a CrossmodalError becomes `error: MESSAGE` on stderr and its exit status (2), without a
+    traceback; Ctrl-C becomes one line and exit status 130.
 
     Set CROSSMODAL_DEBUG=1 to see the traceback instead.
     """
@@ -33,11 +42,16 @@ def exit_on_user_error(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            if os.environ.get("CROSSMODAL_DEBUG"):
+                raise
+            print("error: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+            sys.exit(130)
         except CrossmodalError as err:
             if os.environ.get("CROSSMODAL_DEBUG"):
                 raise
             log.debug("user error", exc_info=True)
             print(f"error: {user_message(err)}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            sys.exit(err.exit_status)
 
     return wrapper  # type: ignore[return-value]

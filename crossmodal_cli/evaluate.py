@@ -18,7 +18,7 @@ from crossmodal_cli.build import (build_model, load_data, make_split_loader, res
                                   seed_everything)
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.data.modalities import tokenizer_from_json
-from crossmodal_cli.data.table import SPLITS
+from crossmodal_cli.config.schema import validate_eval
 from crossmodal_cli.engine.checkpoint import load_checkpoint
 from crossmodal_cli.engine.loop import evaluate as evaluate_loader
 from crossmodal_cli.engine.reporting import metrics_table, write_json
@@ -28,12 +28,24 @@ from crossmodal_cli.paths import config_dir
 log = logging.getLogger(__name__)
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Every value of a composed cmeval config, checked before anything is read (one line per mistake, exit 2)."""
+    validate_eval(cfg)
+    if not Path(cfg.ckpt).expanduser().is_file():
+        raise CrossmodalError(f"ckpt={cfg.ckpt}: checkpoint not found (expected e.g. "
+                              f"outputs/DATE/TIME/checkpoints/best.ckpt)")
+    resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
+
+
 def _data_config(stored: DictConfig, overrides: DictConfig) -> tuple[DictConfig, str | None]:
     """The stored data config with the command line's data.* applied; with data.test_csv, that CSV is the test
     split. Returns (data config, the split it forces or None)."""
     data = stored.data
     if overrides.allow_outside_root is not None:
         data.allow_outside_root = overrides.allow_outside_root
+    for key, name in (overrides.get("columns") or {}).items():
+        if name is not None:
+            data.columns[key] = name
     if not overrides.test_csv:
         if overrides.root:
             data.root = str(Path(overrides.root).resolve())
@@ -48,12 +60,11 @@ def _data_config(stored: DictConfig, overrides: DictConfig) -> tuple[DictConfig,
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Evaluate cfg.ckpt; return the metrics of the chosen split."""
     run_dir = Path(run_dir)
+    check_config(cfg)
     state = load_checkpoint(cfg.ckpt)
     stored = OmegaConf.create(state["config"])
     data, forced = _data_config(stored, cfg.data)
     split = forced or cfg.split
-    if split not in SPLITS:
-        raise CrossmodalError(f"split={split}: use train, val or test")
     seed_everything(stored.seed)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)

@@ -6,8 +6,10 @@ left it, with the configuration stored in that checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,15 +20,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from crossmodal_cli.build import (absolute_data_paths, build_model, build_optimizer, build_tokenizer, load_data,
-                                  make_split_loader, resolve_device, resolve_precision, seed_everything, to_yaml)
+from crossmodal_cli.build import (absolute_data_paths, build_model, build_optimizer, build_tokenizer,
+                                  check_buildable, load_data, make_split_loader, resolve_device, resolve_precision,
+                                  seed_everything, to_yaml)
+from crossmodal_cli.config.schema import validate_train
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_json
+from crossmodal_cli.data.table import MODALITIES
 from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint, restore_rng
 from crossmodal_cli.engine.interrupt import TrainingInterrupted
 from crossmodal_cli.engine.loop import Trainer, TrainSettings, evaluate
 from crossmodal_cli.engine.reporting import RunReporter, metrics_table, write_json
-from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
+from crossmodal_cli.errors import CrossmodalError, Interrupted, exit_on_user_error
 from crossmodal_cli.paths import config_dir
 
 log = logging.getLogger(__name__)
@@ -59,16 +64,25 @@ def _hydra_subdir(resume: str | None, stamp: str, *, _root_: DictConfig) -> str:
 OmegaConf.register_new_resolver("cm_hydra_subdir", _hydra_subdir, replace=True)
 
 
-def _settings(trainer: DictConfig, device: torch.device, precision: str, metric_names: list[str]) -> TrainSettings:
-    """Check the trainer values a user can get wrong and return them as plain settings."""
-    for key in ("max_epochs", "batch_size", "accumulate_grad_batches", "log_every_n_steps", "max_bad_steps"):
-        if not isinstance(trainer[key], int) or trainer[key] < 1:
-            raise CrossmodalError(f"trainer.{key}={trainer[key]}: must be a whole number >= 1")
+def check_config(cfg: DictConfig, *, partial: bool = False) -> None:
+    """Every value of a composed cmtrain config, checked before any data is read (one line per mistake, exit 2).
+
+    Types and ranges come from the schemas in `config/schema.py`; then the model's parts are built once on the
+    meta device (values only a constructor can judge), `trainer.monitor` is checked against the task's metrics and
+    the device and precision are resolved. `modalities=image` (no brackets) is taken as `[image]`.
+    """
+    validate_train(cfg, partial=partial)
+    if isinstance(cfg.modalities, str):
+        cfg.modalities = [cfg.modalities]
+    metric_names = check_buildable(cfg, list(cfg.modalities) if cfg.modalities else list(MODALITIES))
     allowed = ["val/loss", *[f"val/{m}" for m in metric_names]]
-    if trainer.monitor not in allowed:
-        raise CrossmodalError(f"trainer.monitor={trainer.monitor}: use one of {', '.join(allowed)}")
-    if trainer.monitor_mode not in ("max", "min"):
-        raise CrossmodalError(f"trainer.monitor_mode={trainer.monitor_mode}: use max or min")
+    if cfg.trainer.monitor not in allowed:
+        raise CrossmodalError(f"trainer.monitor={cfg.trainer.monitor}: use one of {', '.join(allowed)}")
+    resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
+
+
+def _settings(trainer: DictConfig, device: torch.device, precision: str) -> TrainSettings:
+    """The trainer values (checked by check_config) as plain settings."""
     return TrainSettings(max_epochs=trainer.max_epochs, batch_size=trainer.batch_size,
                          accumulate_grad_batches=trainer.accumulate_grad_batches, grad_clip=trainer.grad_clip,
                          precision=precision, device=device, monitor=trainer.monitor,
@@ -90,12 +104,28 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, d
     if other:
         raise CrossmodalError(f"resume: only trainer.* settings can change when resuming (got {', '.join(other)}); "
                               f"start a new run to change the model or the data")
+    before = OmegaConf.to_container(stored.trainer)
     for override in OverridesParser.create().parse_overrides(changes):
         OmegaConf.update(stored, override.key_or_group, override.value(), merge=False)
+    _check_epoch_position(path, state["progress"], before, stored.trainer)
     stored.resume = str(path.resolve())
     log.info("resuming %s at epoch %d, step %d%s", path, state["progress"]["epoch"], state["progress"]["step"],
              f" with {', '.join(changes)}" if changes else "")
     return stored, state
+
+
+def _check_epoch_position(path: Path, progress: dict, before: dict, after: DictConfig) -> None:
+    """Mid-epoch, the position in the epoch is counted in batches: a different batch size (or accumulation, or
+    drop_last) would skip or repeat rows, so such changes wait for a checkpoint written at an epoch end."""
+    if not progress["batch"]:
+        return
+    for key in ("batch_size", "accumulate_grad_batches", "drop_last"):
+        if after.get(key) != before.get(key):
+            raise CrossmodalError(
+                f"trainer.{key}={after.get(key)}: {path.name} stopped inside epoch {progress['epoch']} (after "
+                f"{progress['batch']} batches of trainer.batch_size={before.get('batch_size')}), so trainer.{key} "
+                f"must stay {before.get(key)} until the epoch ends; resume without it, or from a checkpoint written "
+                f"at an epoch end (epoch-NNN.ckpt with trainer.keep_last_k > 0)")
 
 
 def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> dict:
@@ -107,8 +137,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     if resume is None and (run_dir / "checkpoints" / "last.ckpt").exists():
         raise CrossmodalError(f"{run_dir} already holds a run (checkpoints/last.ckpt): continue it with "
                               f"resume={run_dir}, or choose another hydra.run.dir (hydra.sweep.dir for cmtrain -m)")
-    log.info("run folder: %s", run_dir.resolve())
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    check_config(cfg, partial=resume is not None)
+    log.info("run folder: %s", run_dir.resolve())
     absolute_data_paths(cfg.data)
     seed_everything(cfg.seed)
     if cfg.trainer.deterministic:
@@ -130,7 +161,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
 
     model, task = build_model(cfg, table.modalities, len(table.classes), tokenizer)
     model.to(device)
-    settings = _settings(cfg.trainer, device, precision, list(task.metrics().keys()))
+    settings = _settings(cfg.trainer, device, precision)
     workers = resolve_workers(cfg.trainer.num_workers)
     loader = dict(data=cfg.data, tokenizer=tokenizer, batch_size=cfg.trainer.batch_size, num_workers=workers,
                   seed=cfg.seed, pin_memory=device.type == "cuda")
@@ -182,21 +213,48 @@ def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, p
     return results
 
 
+RUN_FILES = (".hydra", "tokenizer", "labels.json", "data_report.json", "tensorboard", "metrics.jsonl")
+
+
+def discard_unstarted(run_dir: Path, log_name: str) -> None:
+    """Remove what this command put into a run folder before training started (a failed check or Ctrl-C), so
+    the same command can run again; the folder itself goes only if nothing else is in it."""
+    for name in (*RUN_FILES, log_name):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+
+
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Console script `cmtrain`. Returns the monitored value (for Hydra sweepers)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     state = None
-    if cfg.resume:
-        cfg, state = resumed_config(cfg, list(hydra_cfg.overrides.task))
     try:
-        results = train(cfg, hydra_cfg.runtime.output_dir, resume=state)
+        if cfg.resume:
+            cfg, state = resumed_config(cfg, list(hydra_cfg.overrides.task))
+        results = train(cfg, run_dir, resume=state)
     except TrainingInterrupted as stop:
-        print(f"stopped by {stop}: last.ckpt saved; continue with: cmtrain resume={hydra_cfg.runtime.output_dir}",
+        print(f"stopped by {stop}: last.ckpt saved; continue with: cmtrain resume={run_dir}",
               file=sys.stderr, flush=True)
         sys.exit(128 + stop.signum)
+    except (CrossmodalError, KeyboardInterrupt) as err:
+        started = (run_dir / "checkpoints").exists()
+        earlier = [p for p in (run_dir / ".hydra").glob("*") if p.is_dir()]  # resume-*/rerun-*: not ours alone
+        if not started and hydra_cfg.mode == RunMode.RUN and not earlier:
+            discard_unstarted(run_dir, f"{hydra_cfg.job.name}.log")
+        if isinstance(err, KeyboardInterrupt):
+            where = f"after training; the checkpoints are in {run_dir / 'checkpoints'}" if started else \
+                "before training started; nothing was kept"
+            raise Interrupted(f"interrupted (Ctrl-C) {where}") from None
+        raise
     split, name = cfg.trainer.monitor.split("/", 1)
     return (results.get(split) or {}).get(name)
 

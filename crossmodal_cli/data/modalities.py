@@ -1,21 +1,25 @@
 """How one image or audio file becomes a tensor, and how texts become token ids.
 
 Images stay uint8 until they reach the model (4x less to copy than float32; the image encoder normalises on the
-device). Audio is a float32 mono waveform at a fixed rate and length; the audio encoder computes the spectrogram.
+device); `open_image`, `convertible` and `to_rgb` are shared with validation.py, so an image that passes the checks
+also loads. Audio is a float32 mono waveform at a fixed rate and length; the audio encoder computes the spectrogram.
 Text is tokenised once per batch by a Hugging Face fast tokenizer (see `Collate` in dataset.py).
 """
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
+from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -25,14 +29,76 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
                   "mask_token": "[MASK]"}
 
 
-def load_image(path: str, size: int) -> torch.Tensor:
-    """RGB image resized to size x size: uint8 [3, size, size]."""
-    try:
+def too_large_reason() -> str:
+    """Why an image over Pillow's hard limit (2 x Image.MAX_IMAGE_PIXELS) is unusable."""
+    return (f"image too large to decode (over 2 x PIL.Image.MAX_IMAGE_PIXELS = {2 * Image.MAX_IMAGE_PIXELS:,} "
+            f"pixels); downscale it")
+
+
+@contextmanager
+def open_image(path: str) -> Iterator[Image.Image]:
+    """Image.open, without Pillow's DecompressionBombWarning while the image is used (validation.py counts such
+    images and logs one line per run instead); over the hard limit it still raises Image.DecompressionBombError.
+
+    (Before Python 3.14 catch_warnings is not thread-safe: in validation.py's thread pool the filter may outlive
+    the block, which only silences the same warning.)
+    """
+    with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning):
         with Image.open(path) as img:
+            yield img
+
+
+def is_large(img: Image.Image) -> bool:
+    """Over Image.MAX_IMAGE_PIXELS (but under the hard limit, or it would not have opened): decoded, slowly."""
+    return Image.MAX_IMAGE_PIXELS is not None and img.width * img.height > Image.MAX_IMAGE_PIXELS
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode as 8-bit RGB. 16-bit grey (I;16*, and I, taken as 16-bit) keeps its top 8 bits; float (F) is
+    scaled by 255 when within [0, 1], else clipped to 0..255; every other mode goes through Pillow's convert."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        grey = (np.clip(np.asarray(img, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        img = Image.fromarray(grey)
+    elif img.mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        if values.size and values.min() >= 0 and values.max() <= 1:
+            values = values * 255
+        img = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # Pillow warns when a palette with transparency goes straight to RGB
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+@lru_cache(maxsize=None)
+def convertible(mode: str) -> bool:
+    """Whether `to_rgb` handles this mode (tried on a 1x1 image), so the file check agrees with loading."""
+    try:
+        to_rgb(Image.new(mode, (1, 1)))
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (cameras store portrait photos sideways); damaged EXIF is
+    ignored rather than making the image unusable."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a bad EXIF block: the pixels are still fine
+        img.load()
+        return img
+
+
+def load_image(path: str, size: int) -> torch.Tensor:
+    """RGB image, turned upright (EXIF) and resized to size x size: uint8 [3, size, size]."""
+    try:
+        with open_image(path) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when much larger than needed
-            img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        raise CrossmodalError(f"{path}: cannot read image ({err})") from None
+            img = to_rgb(upright(img)).resize((size, size), Image.BILINEAR)
+    except Image.DecompressionBombError:
+        raise CrossmodalError(f"{path}: cannot read image ({too_large_reason()})") from None
+    except Exception as err:  # any decoder failure is a data problem (validation.py catches the same)
+        raise CrossmodalError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 

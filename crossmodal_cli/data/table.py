@@ -5,21 +5,23 @@ The result is a `Table`: one pandas frame per split with canonical columns, what
 (its class index), `source` (the CSV file), `line` (the line in that file where the row starts, header = line 1)
 for error messages, and `root` (the resolved data root the paths must stay under; checked in `validation.py`).
 The table knows nothing about models; file checks live in `validation.py`.
+
+Column names: a name the user set (`explicit`) must be in the header as written; a default name may match a
+header that differs only in case. The separator (comma, semicolon, tab or pipe) is detected from the header line
+unless given.
 """
 from __future__ import annotations
 
-import codecs
-import csv as csv_module
-import io
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from crossmodal_cli.data.csvfile import check_separator, describe_rows, printable, read_csv, resolve_paths
 from crossmodal_cli.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,10 @@ ON_MISSING = ("error", "drop", "zero")
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
+# Label spellings that mean "no label", as spreadsheets and pandas write them (pandas' defaults, less the exotic
+# ones). Compared after casefold(), except NA and None: a class called "na" or "none" stays a class.
+MISSING_LABELS = frozenset({"nan", "null", "n/a", "#n/a", "<na>"})
+MISSING_LABELS_EXACT = frozenset({"NA", "None"})
 
 
 @dataclass
@@ -39,136 +45,110 @@ class Table:
     classes: list[str]
     modalities: list[str]
     report: dict = field(default_factory=dict)  # rows with unusable inputs per split and modality (validation.py)
+    columns: dict[str, str] = field(default_factory=dict)  # data.columns key -> header name (first CSV) as found
 
 
-def printable(value: object, limit: int = 120) -> str:
-    """`value` as one printable line for an error message: line breaks and control characters escaped, long text cut."""
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(value))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+@dataclass
+class CsvFile:
+    """One CSV as read: its path, its rows (as strings) and {data.columns key: header name} as found."""
+
+    path: Path
+    frame: pd.DataFrame
+    found: dict[str, str]
 
 
-def describe_rows(frame: pd.DataFrame, limit: int = 5) -> str:
-    """'N rows, first at lines a, b, c' for error messages."""
-    lines = ", ".join(str(n) for n in frame["line"].head(limit))
-    more = "" if len(frame) <= limit else ", ..."
-    return f"{len(frame)} row{'s' if len(frame) != 1 else ''} (line{'s' if len(frame) != 1 else ''} {lines}{more})"
+def _list_columns(names: Sequence[str]) -> str:
+    """'the CSV has columns: a, b, …' (at most 30) for "not found" errors."""
+    shown = [printable(c, 60) for c in names]
+    return f"the CSV has columns: {', '.join(shown[:30])}{', ...' if len(shown) > 30 else ''}"
 
 
-def _decode(path: Path, data: bytes) -> str:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise CrossmodalError(f"{path}: the CSV is UTF-16 text; save it as UTF-8")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise CrossmodalError(f"{path}: not UTF-8 text ({err.reason} at line {line}, byte {err.start}); "
-                              f"save the CSV as UTF-8") from None
+def match_columns(header: Sequence[str], path: Path, columns: Mapping[str, str],
+                  explicit: Collection[str]) -> dict[str, str]:
+    """{data.columns key: header name} for every configured name in `header`.
 
-
-def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read a CSV as strings, indexed by the line each row starts on; a one-line error for every way it can be bad.
-
-    Blank lines and rows of empty cells are skipped; short rows are padded with ''; columns with a blank name are
-    ignored. The csv module (not pandas) parses, because it reports where each row starts even when a quoted cell
-    spans several lines.
+    A name in `explicit` (set by the user) must match exactly. A default name may also match one header that
+    differs only in case (logged); two such headers are an error naming both.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CrossmodalError(f"{path}: CSV file not found; check data.csv / data.train_csv / data.val_csv / data.test_csv")
-    try:
-        text = _decode(path, path.read_bytes())
-    except OSError as err:
-        raise CrossmodalError(f"{path}: cannot read the CSV file ({err.strerror}); check its permissions") from None
-    reader = csv_module.reader(io.StringIO(text, newline=""))
-    header: list[str] | None = None
-    rows, lines, end = [], [], 0
-    try:
-        for record in reader:
-            start, end = end + 1, reader.line_num
-            if not "".join(record).strip():
-                continue  # a blank line, or a row of empty cells as spreadsheets append
-            if header is None:
-                header = [cell.strip() for cell in record]
-            else:
-                rows.append(record)
-                lines.append(start)
-    except csv_module.Error as err:
-        raise CrossmodalError(f"{path}: cannot parse as CSV at line {end + 1}: {printable(err)}") from None
-    if header is None:
-        raise CrossmodalError(f"{path}: the CSV file is empty; it needs a header row and at least one data row")
-    if not rows:
-        raise CrossmodalError(f"{path}: the CSV has a header but no data rows")
-    named = [name for name in header if name]
-    repeated = sorted({name for name in named if named.count(name) > 1})
-    if repeated:
-        raise CrossmodalError(f"{path}: column name{'s' if len(repeated) > 1 else ''} "
-                              f"{', '.join(repr(printable(n, 60)) for n in repeated)} appear more than once in the "
-                              f"header; give every column a distinct name")
-    width = len(header)
-    long = [line for row, line in zip(rows, lines) if len(row) > width and any(c.strip() for c in row[width:])]
-    if long:
-        rows_at = describe_rows(pd.DataFrame({"line": long}))
-        raise CrossmodalError(f"{path}: {rows_at} with more cells than the header's {width}; "
-                              f"quote cells that contain commas")
-    if any(len(row) != width for row in rows):
-        rows = [row[:width] + [""] * (width - len(row)) for row in rows]
-    columns = list(zip(*rows))
-    return pd.DataFrame({name: list(columns[i]) for i, name in enumerate(header) if name},
-                        index=pd.Index(lines, name="line"), dtype=object)
-
-
-def resolve_paths(cells: Sequence[str], root: str) -> list[str]:
-    """Each non-blank cell joined to `root` (an absolute cell stays as it is) and resolved: `..` and symlinks
-    followed, so the result says where the file really is. Blank cells stay ''."""
-    real_dirs: dict[str, str] = {}
-    resolved = {"": ""}
-    for cell in dict.fromkeys(cells):
-        if cell in resolved:
+    found, relaxed = {}, []
+    for key, name in columns.items():
+        if name is None or str(name) == "":
             continue
-        joined = os.path.join(root, cell)
-        try:
-            head, tail = os.path.split(joined)
-            if tail in ("", ".", ".."):
-                resolved[cell] = os.path.realpath(joined)
-                continue
-            if head not in real_dirs:  # folders are shared by many rows: resolve each once
-                real_dirs[head] = os.path.realpath(head)
-            full = os.path.join(real_dirs[head], tail)
-            resolved[cell] = os.path.realpath(full) if os.path.islink(full) else full
-        except ValueError:  # a NUL character or similar: kept (normalised) as written; the file check reports it
-            resolved[cell] = os.path.normpath(joined)
-    return [resolved[cell] for cell in cells]
+        name = str(name)
+        if name in header:
+            found[key] = name
+            continue
+        similar = [h for h in header if h.casefold() == name.casefold()]
+        if key in explicit or not similar:
+            continue
+        if len(similar) > 1:
+            raise CrossmodalError(f"{path}: columns {' and '.join(repr(printable(h, 60)) for h in similar)} both "
+                                  f"match data.columns.{key}={name!r} when case is ignored; rename one, or set "
+                                  f"data.columns.{key} to the one to use")
+        found[key] = similar[0]
+        relaxed.append(f"'{printable(similar[0], 60)}' for data.columns.{key}={name!r}")
+    if relaxed:
+        log.info("%s: using column %s (the case differs)", path, ", ".join(relaxed))
+    return found
 
 
-def outside_root(path: str, root: str) -> bool:
-    """True when the resolved `path` is not `root` or a path below it."""
-    return os.path.commonpath([root, path]) != root
-
-
-def _canonical(frame: pd.DataFrame, path: Path, columns: Mapping[str, str], modalities: Sequence[str],
-               root: Path) -> pd.DataFrame:
-    """Rename the user's columns to canonical names, strip cells, resolve paths against root."""
-    needed = {"label": columns["label"], **{m: columns[m] for m in modalities}}
-    missing = [f"'{printable(col, 60)}' (data.columns.{key})" for key, col in needed.items()
-               if col not in frame.columns]
+def _require(file: CsvFile, keys: Sequence[str], columns: Mapping[str, str]) -> None:
+    """One-line error naming the configured columns in `keys` that `file` lacks and listing the ones it has."""
+    missing = []
+    for key in keys:
+        if key in file.found:
+            continue
+        name = str(columns[key])
+        similar = [h for h in file.frame.columns if h.casefold() == name.casefold()]
+        hint = f"; '{printable(similar[0], 60)}' differs only in case" if similar else ""
+        missing.append(f"'{printable(name, 60)}' (data.columns.{key}{hint})")
     if missing:
-        present = [printable(c, 60) for c in frame.columns]
-        raise CrossmodalError(f"{path}: column{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found; "
-                              f"the CSV has columns: {', '.join(present[:30])}{', ...' if len(present) > 30 else ''}")
-    out = pd.DataFrame({key: frame[col].str.strip().to_numpy() for key, col in needed.items()})
-    out["source"] = str(path.resolve())
+        raise CrossmodalError(f"{file.path}: column{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found; "
+                              f"{_list_columns(list(file.frame.columns))}")
+
+
+def _choose_modalities(modalities: Sequence[str] | None, file: CsvFile | None, columns: Mapping[str, str],
+                       explicit: Collection[str]) -> list[str]:
+    """The modalities asked for, or (None) those whose column `file` has; a column the user named must exist."""
+    if modalities is None and file is None:
+        raise CrossmodalError("no data given: set data.csv=FILE.csv, or data.train_csv and data.val_csv")
+    if modalities is None:
+        _require(file, [m for m in MODALITIES if m in explicit], columns)
+        modalities = [m for m in MODALITIES if m in file.found]
+        if not modalities:
+            names = ", ".join(f"'{printable(columns[m], 60)}'" for m in MODALITIES)
+            raise CrossmodalError(f"{file.path}: none of the modality columns {names} found (name yours with "
+                                  f"data.columns.image / text / audio); {_list_columns(list(file.frame.columns))}")
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise CrossmodalError(f"modalities={list(modalities)}: choose one or more of {', '.join(MODALITIES)}")
+    return [m for m in MODALITIES if m in modalities]
+
+
+def missing_labels(labels: pd.Series) -> pd.Series:
+    """True where a (stripped) label is blank or a missing-value spelling (NaN, N/A, null, …; MISSING_LABELS)."""
+    return (labels == "") | labels.str.casefold().isin(MISSING_LABELS) | labels.isin(MISSING_LABELS_EXACT)
+
+
+def _canonical(file: CsvFile, modalities: Sequence[str], root: Path) -> pd.DataFrame:
+    """Rename the user's columns to canonical names, strip cells, resolve paths against root; no blank labels."""
+    frame, found = file.frame, file.found
+    out = pd.DataFrame({key: frame[found[key]].str.strip().to_numpy() for key in ("label", *modalities)})
+    out["source"] = str(file.path.resolve())
     out["line"] = frame.index.to_numpy()
-    if columns.get("split") and columns["split"] in frame.columns:
-        out["split"] = frame[columns["split"]].str.strip().str.lower().to_numpy()
+    if "split" in found:
+        out["split"] = frame[found["split"]].str.strip().str.lower().to_numpy()
     real_root = os.path.realpath(root)
     for modality in ("image", "audio"):
         if modality in out:
             out[modality] = resolve_paths(out[modality].tolist(), real_root)
     out["root"] = real_root
-    blank = out[out["label"] == ""]
+    blank = out[missing_labels(out["label"])]
     if len(blank):
-        raise CrossmodalError(f"{path}: column '{printable(columns['label'], 60)}' is blank in {describe_rows(blank)}; "
-                              f"every row needs a label (or remove those rows)")
+        marker = next((label for label in blank["label"] if label), None)
+        what = f"blank or a missing-value marker (e.g. '{printable(marker, 20)}')" if marker else "blank"
+        raise CrossmodalError(f"{file.path}: column '{printable(found['label'], 60)}' is {what} in "
+                              f"{describe_rows(blank)}; every row needs a label (or remove those rows)")
     return out
 
 
@@ -209,66 +189,95 @@ def _class_names(labels: pd.Series) -> list[str]:
         return sorted(unique)
 
 
-def _read_split_files(csv, train_csv, val_csv, test_csv, keep, columns, modalities, root, val_fraction,
-                      test_fraction, seed, already_read: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    def load(path) -> tuple[Path, pd.DataFrame]:
-        frame = already_read[path] if path in already_read else read_csv(path)
-        path = Path(path)
-        return path, _canonical(frame, path, columns, modalities, Path(root) if root else path.resolve().parent)
+def _sources(csv: str | None, train_csv: str | None, val_csv: str | None, test_csv: str | None,
+             keep: Sequence[str]) -> dict[str, str]:
+    """Which file provides which of the kept splits: {"csv": …} (the splits of one CSV) and/or {split: file}.
 
+    With data.csv and data.test_csv, data.csv provides train and val, data.test_csv the test split.
+    """
     if csv:
-        path, frame = load(csv)
-        if "split" in frame:
-            return _split_by_column(frame, path, columns["split"])
-        return stratified_split(frame, val_fraction, test_fraction, seed)
-    files = {"train": train_csv, "val": val_csv, "test": test_csv}
+        wanted = {"csv": csv if not test_csv or set(keep) - {"test"} else None,
+                  "test": test_csv if "test" in keep else None}
+        return {role: path for role, path in wanted.items() if path}
     if not train_csv and "train" in keep:
         raise CrossmodalError("no data given: set data.csv=FILE.csv, or data.train_csv and data.val_csv")
     if not val_csv and "val" in keep:
         raise CrossmodalError("data.val_csv is not set: give a validation CSV, or use data.csv with a split column")
-    empty = pd.DataFrame(columns=["label", *modalities, "source", "line", "root"])
-    return {s: (load(p)[1].drop(columns="split", errors="ignore") if p and s in keep else empty)
-            for s, p in files.items()}
+    return {s: path for s, path in {"train": train_csv, "val": val_csv, "test": test_csv}.items() if path and s in keep}
+
+
+def _split_one_csv(frame: pd.DataFrame, file: CsvFile, val_fraction: float, test_fraction: float, seed: int,
+                   test_csv: str | None) -> dict[str, pd.DataFrame]:
+    """The splits of data.csv: its split column, else a seeded stratified split; with data.test_csv, no test rows."""
+    if "split" in frame:
+        splits = _split_by_column(frame, file.path, file.found["split"])
+        if test_csv and len(splits["test"]):
+            raise CrossmodalError(f"{file.path}: column '{printable(file.found['split'], 60)}' puts "
+                                  f"{describe_rows(splits['test'])} in the test split, and data.test_csv={test_csv} "
+                                  f"is set too, so the test split is ambiguous; remove one of them (the test rows "
+                                  f"or data.test_csv)")
+        how = f"its column '{printable(file.found['split'], 60)}'"
+    else:
+        splits = stratified_split(frame, val_fraction, 0.0 if test_csv else test_fraction, seed)
+        how = "a seeded stratified split (data.test_fraction unused)"
+    if test_csv:
+        log.info("test split: data.test_csv=%s; train and val: data.csv=%s, by %s", test_csv, file.path, how)
+    return splits
 
 
 def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv: str | None = None,
                test_csv: str | None = None, root: str | None = None, columns: Mapping[str, str],
                modalities: Sequence[str] | None, val_fraction: float, test_fraction: float, seed: int,
-               classes: Sequence[str] | None = None, keep: Sequence[str] = SPLITS, on_missing: str = "error") -> Table:
+               classes: Sequence[str] | None = None, keep: Sequence[str] = SPLITS, on_missing: str = "error",
+               explicit: Collection[str] = (), separator: str = "auto") -> Table:
     """Read and check the CSV(s) and return a Table.
 
-    `modalities=None` selects every modality whose column exists. `classes` fixes the label vocabulary (evaluation
-    of a checkpoint); otherwise it is built from the training split. Only the splits in `keep` are checked and kept.
-    A label outside the vocabulary is an error with `on_missing=error`; otherwise (drop, zero: a row without a
-    known class cannot be kept) those rows are dropped and counted in `Table.report[split]["unknown_label"]`.
+    `modalities=None` selects every modality whose column exists. `explicit` holds the data.columns keys the user
+    set (they must exist as written; other names may differ in case). `separator`: see `read_csv`. `classes`
+    fixes the label vocabulary (evaluation of a checkpoint); otherwise it is built from the training split, which
+    needs two classes. Only the splits in `keep` are checked and kept. A label outside the vocabulary is an error
+    with `on_missing=error`; otherwise (drop, zero: a row without a known class cannot be kept) those rows are
+    dropped and counted in `Table.report[split]["unknown_label"]`.
     """
     if on_missing not in ON_MISSING:
         raise CrossmodalError(f"data.on_missing={on_missing}: use {', '.join(ON_MISSING)}")
-    first = csv or train_csv or val_csv or test_csv
-    already_read = {}
-    if modalities is None:
-        if first:
-            already_read[first] = read_csv(first)
-        header = list(already_read[first].columns) if first else []
-        modalities = [m for m in MODALITIES if columns[m] in header]
-        if not modalities:
-            raise CrossmodalError(f"{first}: none of the modality columns "
-                                  f"{', '.join(repr(columns[m]) for m in MODALITIES)} found (set data.columns.*)")
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown or not modalities:
-        raise CrossmodalError(f"modalities={list(modalities)}: choose one or more of {', '.join(MODALITIES)}")
-    modalities = [m for m in MODALITIES if m in modalities]
-    splits = _read_split_files(csv, train_csv, val_csv, test_csv, keep, columns, modalities, root,
-                               val_fraction, test_fraction, seed, already_read)
+    separator = check_separator(separator)
+    sources = _sources(csv, train_csv, val_csv, test_csv, keep)  # none: only an empty test split is kept
+    read = {path: read_csv(path, separator) for path in dict.fromkeys(sources.values())}
+    files = {role: CsvFile(Path(path), read[path], match_columns(list(read[path].columns), Path(path), columns,
+                                                                 explicit)) for role, path in sources.items()}
+    first = next(iter(files.values()), None)
+    modalities = _choose_modalities(modalities, first, columns, explicit)
+    empty = pd.DataFrame(columns=["label", *modalities, "source", "line", "root"])
+    splits = {s: empty for s in SPLITS}
+    for role, file in files.items():
+        _require(file, ["label", *modalities, *(["split"] if role == "csv" and "split" in explicit else [])], columns)
+        frame = _canonical(file, modalities, Path(root) if root else file.path.resolve().parent)
+        if role == "csv":
+            splits.update(_split_one_csv(frame, file, val_fraction, test_fraction, seed, test_csv))
+        else:
+            splits[role] = frame.drop(columns="split", errors="ignore")
     splits = {s: f.reset_index(drop=True) for s, f in splits.items() if s in keep}
     for s in keep:
         if s != "test" and len(splits[s]) == 0:
-            raise CrossmodalError(f"{first}: the {s} split has no rows; add rows with split={s} "
+            raise CrossmodalError(f"{first.path if first else s}: the {s} split has no rows; add rows with split={s} "
                                   f"or adjust data.val_fraction")
     if classes is None:
         classes = _class_names(splits["train"]["label"])
+        _require_two_classes(classes, splits["train"], files)
     splits, report = _apply_vocabulary(splits, list(classes), "train" in keep, on_missing)
-    return Table(splits=splits, classes=list(classes), modalities=list(modalities), report=report)
+    return Table(splits=splits, classes=list(classes), modalities=list(modalities), report=report,
+                 columns=dict(first.found) if first else {})
+
+
+def _require_two_classes(classes: list[str], train: pd.DataFrame, files: dict[str, CsvFile]) -> None:
+    """Classification needs at least two classes in the training split: a one-line error naming the one."""
+    if len(classes) >= 2:
+        return
+    file = files.get("csv") or files["train"]
+    raise CrossmodalError(f"{file.path}: column '{printable(file.found['label'], 60)}': the training split has only "
+                          f"one class ('{printable(classes[0], 60)}', {len(train)} rows); classification needs at "
+                          f"least two: add rows of another class (or check the split column)")
 
 
 def _apply_vocabulary(splits: dict[str, pd.DataFrame], classes: list[str], from_train: bool,

@@ -1,7 +1,8 @@
 """Check every input a Table points to (image and audio files, texts), before any training starts.
 
 One pass per modality over the unique paths of all splits, in a thread pool (decoders release the GIL): the path
-must lie under the data root (unless allowed), be a regular file and decode. Files that passed are remembered in a
+must lie under the data root (unless allowed), be a regular file and decode (images with the same helpers as
+`modalities.load_image`, so a file that passes also loads). Files that passed are remembered in a
 small JSON cache per data root, keyed by (path, size, mtime), so an unchanged data set is re-checked in a second.
 A failure is handled by `on_missing`: stop with one line naming the CSV, the column, the first rows and their
 count, or drop / mask the rows.
@@ -22,25 +23,34 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from crossmodal_cli.data.table import ON_MISSING, Table, describe_rows, outside_root, printable
+from crossmodal_cli.data.modalities import convertible, is_large, open_image, too_large_reason
+from crossmodal_cli.data.csvfile import describe_rows, outside_root, printable
+from crossmodal_cli.data.table import ON_MISSING, Table
 from crossmodal_cli.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
 
 OUTSIDE_ROOT = "outside data.root (set data.allow_outside_root=true to allow)"
-CACHE_VERSION = 1  # bump when a probe becomes stricter, so files passed by the old probe are checked again
+CACHE_VERSION = 2  # bump when a probe becomes stricter, so files passed by the old probe are checked again
 BATCH = 256        # paths per thread-pool task: one future per file would cost more than a cached check
 
 
-def probe_image(path: str) -> str | None:
-    """None if the image decodes, else the reason.
+Probe = Callable[[str], "tuple[str | None, bool]"]  # path -> (reason it is unusable or None, over the size warning)
+
+
+def probe_image(path: str) -> tuple[str | None, bool]:
+    """(None, large) if the image decodes, else (the reason, False). `large`: more than Image.MAX_IMAGE_PIXELS
+    pixels; such an image is decoded (and counted); one over Pillow's hard limit (twice that) is unusable.
 
     JPEG: decoded at 1/8 scale (`draft`), which still reads every byte, so truncation is caught. PNG: `verify()`
     checks every chunk's CRC through IEND without decompressing (catches truncated and damaged files, ~15x
-    faster than decoding). Other formats are decoded in full.
+    faster than decoding). Other formats are decoded in full. A pixel mode `to_rgb` cannot convert is unusable.
     """
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
+            if not convertible(img.mode):
+                return f"unsupported image mode {img.mode}", False
+            large = is_large(img)
             if img.format == "JPEG":
                 img.draft("RGB", (64, 64))
                 img.load()
@@ -48,21 +58,23 @@ def probe_image(path: str) -> str | None:
                 img.verify()
             else:
                 img.load()
+    except Image.DecompressionBombError:
+        return too_large_reason(), False
     except Exception as err:  # any decoder failure is a data problem, reported with its reason
-        return f"cannot decode image ({type(err).__name__}: {err})"
-    return None
+        return f"cannot decode image ({type(err).__name__}: {err})", False
+    return None, large
 
 
-def probe_audio(path: str) -> str | None:
-    """None if the audio file has a readable header and at least one frame, else the reason."""
+def probe_audio(path: str) -> tuple[str | None, bool]:
+    """(None, False) if the audio file has a readable header and at least one frame, else (the reason, False)."""
     try:
         info = sf.info(path)
     except Exception as err:
-        return f"cannot decode audio ({type(err).__name__}: {err})"
-    return None if info.frames > 0 else "audio file has no samples"
+        return f"cannot decode audio ({type(err).__name__}: {err})", False
+    return (None if info.frames > 0 else "audio file has no samples"), False
 
 
-PROBES: dict[str, Callable[[str], str | None]] = {"image": probe_image, "audio": probe_audio}
+PROBES: dict[str, Probe] = {"image": probe_image, "audio": probe_audio}
 
 
 class CheckCache:
@@ -117,24 +129,24 @@ class CheckCache:
 
 
 def _problem(path: str, root: str, modality: str, allow_outside_root: bool,
-             cache: CheckCache) -> tuple[str | None, list[int] | None]:
-    """(reason the file is unusable or None, [size, mtime_ns] when it was probed now and passed)."""
+             cache: CheckCache) -> tuple[str | None, list[int] | None, bool]:
+    """(reason the file is unusable or None, [size, mtime_ns] when it was probed now and passed, large image)."""
     if not path:
-        return "blank path", None
+        return "blank path", None, False
     if not allow_outside_root and outside_root(path, root):
-        return OUTSIDE_ROOT, None
+        return OUTSIDE_ROOT, None, False
     try:
         info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return "file not found", None
+        return "file not found", None, False
     except (OSError, ValueError) as err:
-        return f"cannot access ({getattr(err, 'strerror', None) or err})", None
+        return f"cannot access ({getattr(err, 'strerror', None) or err})", None, False
     if not stat.S_ISREG(info.st_mode):
-        return "not a regular file", None
+        return "not a regular file", None, False
     if cache.passed_before(f"{modality}:{path}", info):
-        return None, None
-    reason = PROBES[modality](path)
-    return reason, (None if reason else [info.st_size, info.st_mtime_ns])
+        return None, None, False
+    reason, large = PROBES[modality](path)
+    return reason, (None if reason else [info.st_size, info.st_mtime_ns]), large
 
 
 def _check_files(frames: list[pd.DataFrame], modality: str, workers: int, allow_outside_root: bool,
@@ -150,7 +162,8 @@ def _check_files(frames: list[pd.DataFrame], modality: str, workers: int, allow_
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches)))) as pool:
         results = [r for batch in pool.map(run, batches) for r in batch]
     problems = {}
-    for (path, root), (reason, passed) in zip(pairs, results):
+    large = sum(result[2] for result in results)
+    for (path, root), (reason, passed, _) in zip(pairs, results):
         problems[(path, root)] = reason
         key = f"{modality}:{path}"
         if passed:
@@ -160,6 +173,9 @@ def _check_files(frames: list[pd.DataFrame], modality: str, workers: int, allow_
     for cache in caches.values():
         cache.write()
     log.info("checked %d %s files", len(pairs), modality)
+    if large:
+        log.warning("%d %s files have more than PIL.Image.MAX_IMAGE_PIXELS (%s) pixels: they are used, but decoding "
+                    "them is slow; downscale them to speed up loading", large, modality, f"{Image.MAX_IMAGE_PIXELS:,}")
     return problems
 
 
@@ -173,7 +189,7 @@ def _raise_first(table: Table, reasons: dict, columns: Mapping[str, str]) -> Non
         first = bad.iloc[0]
         shown = printable(first[modality], 200) if modality != "text" else ""
         raise CrossmodalError(
-            f"{first['source']}: column '{printable(columns[modality], 60)}': "
+            f"{first['source']}: column '{printable(table.columns.get(modality, columns[modality]), 60)}': "
             f"{describe_rows(bad[bad['source'] == first['source']])} with unusable {modality} input, e.g. line "
             f"{first['line']}: {shown or '(blank)'}: {printable(first['reason'], 300)} "
             f"(fix the rows, or set data.on_missing=drop or zero)")

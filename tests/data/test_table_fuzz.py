@@ -77,14 +77,16 @@ def messy_cell(base: Path, column: str):
 
 @st.composite
 def plausible_csv(draw, base: Path) -> tuple[bytes, random.Random]:
-    """A CSV as a user might write it: the usual columns in any order, some extra ones, mostly valid cells."""
+    """A CSV as a user might write it: the usual columns in any order, some extra ones, mostly valid cells; mostly
+    comma-separated."""
     rng = random.Random(draw(st.integers(0, 2**32)))
     extra = rng.sample(["audio_path", "split", "Label", "line", "source", "", "root"], rng.randint(0, 4))
     header = rng.sample(["label", "image_path", "text", *extra], 3 + len(extra))
     odd = rng.choice([0.0, 0.0, 0.02, 0.2])
     rows = [[plausible_cell(rng, base, column, odd) for column in header] for _ in range(rng.randint(0, 50))]
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator=rng.choice(["\n", "\r\n"])).writerows([header, *rows])
+    csv.writer(buffer, lineterminator=rng.choice(["\n", "\r\n"]),
+               delimiter=rng.choice([",", ",", ",", ";", "\t", "|"])).writerows([header, *rows])
     return buffer.getvalue().encode(rng.choice(["utf-8"] * 18 + ["utf-8-sig", "latin-1"]), errors="replace"), rng
 
 
@@ -126,7 +128,9 @@ def read_and_check(world: Path, content: bytes, rng: random.Random) -> None:
         table = load_table(csv=str(csv_path), root=rng.choice([None, None, str(world / "data"), str(world),
                                                                  str(world / "data" / "dir")]),
                            columns=COLUMNS, modalities=rng.choice([None, None, ["image", "text"], ["text"], ["audio"]]),
-                           val_fraction=rng.choice([0.0, 0.2, 0.5]), test_fraction=0.2, seed=0, on_missing=on_missing)
+                           val_fraction=rng.choice([0.0, 0.2, 0.5]), test_fraction=0.2, seed=0, on_missing=on_missing,
+                           separator=rng.choice(["auto", "auto", "auto", ",", ";", "\t", "|"]),
+                           explicit=rng.choice([(), (), ("image",), ("label", "split")]))
         check_inputs(table, COLUMNS, on_missing, workers=2, allow_outside_root=rng.random() < 0.3,
                      cache_dir=rng.choice([None, str(world / "cache")]))
         event("checked")

@@ -106,11 +106,21 @@ class Checkpointer:
             stale.unlink(missing_ok=True)
 
     def save(self, state: dict[str, Any], *, best: bool = False, epoch_end: int | None = None) -> None:
+        """Write last.ckpt (and best.ckpt, epoch-NNN.ckpt); a write that fails (disk full, quota, permissions)
+        is one line saying that the previous files are intact and how to continue."""
         state = {**state, **self.extra}
-        save_checkpoint(state, self.folder / "last.ckpt")
-        if best:
-            save_checkpoint(state, self.folder / "best.ckpt")
-        if epoch_end is not None and self.keep_last_k > 0:
-            save_checkpoint(state, self.folder / f"epoch-{epoch_end:03d}.ckpt")
-            for old in sorted(self.folder.glob("epoch-*.ckpt"))[:-self.keep_last_k]:
-                old.unlink(missing_ok=True)
+        path = self.folder / "last.ckpt"
+        try:
+            save_checkpoint(state, path)
+            if best:
+                path = self.folder / "best.ckpt"
+                save_checkpoint(state, path)
+            if epoch_end is not None and self.keep_last_k > 0:
+                path = self.folder / f"epoch-{epoch_end:03d}.ckpt"
+                save_checkpoint(state, path)
+                for old in sorted(self.folder.glob("epoch-*.ckpt"))[:-self.keep_last_k]:
+                    old.unlink(missing_ok=True)
+        except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+            reason = getattr(err, "strerror", None) or _first_line(err)
+            raise CrossmodalError(f"cannot write {path} ({reason}); the checkpoints written before are intact; "
+                                  f"free some space and continue with: cmtrain resume={self.folder.parent}") from None

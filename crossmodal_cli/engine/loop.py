@@ -243,7 +243,7 @@ class Trainer:
                   **{f"val/{k}": v for k, v in val.items()}, "lr": self.scheduler.get_last_lr()[0],
                   "skipped_steps": p.skipped_steps, "seconds": p.seconds,
                   "samples_per_second": p.seen / max(p.seconds, 1e-9)}
-        self.reporter.epoch(record)
+        self.reporter.epoch(record, s.max_epochs)
         is_best = _improved(record[s.monitor], p.best, s.monitor_mode)
         if is_best:
             p.best, p.best_epoch, p.stale = record[s.monitor], p.epoch, 0

@@ -34,6 +34,22 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
     return "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
 
 
+def _short(value: Any) -> str:
+    """4 significant digits, so every number fits in a few characters (0.9123, 1.235e-04, 38.7)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def epoch_line(record: Mapping[str, Any], max_epochs: int | None = None) -> str:
+    """One epoch in a terminal-width line: `epoch 3/10 train 0.512 | val loss 0.498 accuracy 0.912 | lr 9.1e-04
+    12.3 s 68/s` (every value is also in metrics.jsonl at full precision)."""
+    val = " ".join(f"{k[4:]} {_short(v)}" for k, v in record.items() if k.startswith("val/") and v is not None)
+    of = f"/{max_epochs}" if max_epochs else ""
+    skipped = f" skipped {record['skipped_steps']}" if record.get("skipped_steps") else ""
+    return (f"epoch {record['epoch']}{of} train {_short(record.get('train/loss'))} | val {val} | "
+            f"lr {record.get('lr', 0):.2e} {record.get('seconds', 0):.1f} s "
+            f"{record.get('samples_per_second', 0):.0f}/s{skipped}")
+
+
 def metrics_table(results: Mapping[str, Mapping[str, float] | None]) -> str:
     """A small text table: one row per split, one column per metric."""
     rows = {split: m for split, m in results.items() if m}
@@ -70,12 +86,12 @@ class RunReporter:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
 
-    def epoch(self, record: Mapping[str, Any]) -> None:
+    def epoch(self, record: Mapping[str, Any], max_epochs: int | None = None) -> None:
         """One line per epoch: epoch, step, train/loss, val/*, seconds, samples_per_second, lr."""
         with self.jsonl.open("a") as f:
             f.write(json.dumps(_plain(record)) + "\n")
         self.scalars({k: v for k, v in record.items() if "/" in k and isinstance(v, (int, float))}, record["step"])
-        log.info("epoch %d  %s", record["epoch"], format_metrics({k: v for k, v in record.items() if k != "epoch"}))
+        log.info("%s", epoch_line(record, max_epochs))
 
     def close(self) -> None:
         if self.writer is not None:

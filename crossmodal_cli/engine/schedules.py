@@ -6,17 +6,32 @@ fractional) and converted to optimizer steps here.
 """
 from __future__ import annotations
 
+import logging
+
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (ConstantLR, CosineAnnealingLR, LinearLR, LRScheduler, OneCycleLR, SequentialLR,
                                       StepLR)
 
 from crossmodal_cli.errors import CrossmodalError
 
+log = logging.getLogger(__name__)
+
+
+MAX_WARMUP_SHARE = 0.2  # warm-up never takes more than this share of the run
+
 
 def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, total: int) -> int:
+    """Warm-up in optimizer steps, clipped to MAX_WARMUP_SHARE of the run (logged), so a short run (e.g.
+    trainer.max_epochs=1 with warmup_epochs=1) still reaches the configured learning rate and decays."""
     if warmup_epochs < 0:
         raise CrossmodalError(f"scheduler.warmup_epochs={warmup_epochs} must be >= 0")
-    return min(int(round(warmup_epochs * steps_per_epoch)), max(total - 1, 0))
+    steps = int(round(warmup_epochs * steps_per_epoch))
+    limit = int(total * MAX_WARMUP_SHARE)
+    if steps > limit:
+        log.info("scheduler.warmup_epochs=%s is %.0f%% of this %d-step run: warm-up clipped to %d steps (%.0f%%)",
+                 warmup_epochs, 100 * steps / max(total, 1), total, limit, 100 * MAX_WARMUP_SHARE)
+        return limit
+    return steps
 
 
 def _with_warmup(optimizer: Optimizer, warmup: int, after: LRScheduler) -> LRScheduler:

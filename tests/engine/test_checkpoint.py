@@ -182,3 +182,27 @@ def test_a_version_that_is_not_a_number_is_refused(tmp_path):
     with pytest.raises(CrossmodalError) as err:
         load_checkpoint(path)
     assert_one_line_error_naming(path, err)
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"),
+                                     RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64")])
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure):
+    from crossmodal_cli.engine.checkpoint import Checkpointer
+
+    run = tmp_path / "run"
+    checkpointer = Checkpointer(run / "checkpoints", keep_last_k=0, extra={"config": "x"})
+    checkpointer.save({"epoch": 1, "weights": torch.ones(10)}, best=True)
+
+    def disk_full(obj, f, *args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CrossmodalError) as err:
+        checkpointer.save({"epoch": 2, "weights": torch.zeros(10)})
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot write {run / 'checkpoints' / 'last.ckpt'} (")
+    assert message.endswith(f"the checkpoints written before are intact; free some space and continue with: "
+                            f"cmtrain resume={run}")
+    monkeypatch.undo()
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1

@@ -40,3 +40,14 @@ def test_json_is_strict_and_the_table_lists_every_split(tmp_path):
     table = metrics_table({"val": {"accuracy": 0.5, "loss": 1.0}, "test": {"accuracy": 0.25, "loss": 2.0}, "x": None})
     assert table.splitlines()[0].split() == ["split", "accuracy", "loss"]
     assert table.splitlines()[2].split() == ["test", "0.2500", "2.0000"] and len(table.splitlines()) == 3
+
+
+def test_the_epoch_line_fits_a_terminal():
+    from crossmodal_cli.engine.reporting import epoch_line
+
+    record = {"epoch": 3, "step": 78, "train/loss": 0.512345678, "val/accuracy": 0.91234567, "val/f1_macro": 0.9012345,
+              "val/loss": 0.4987654, "lr": 0.000912345, "skipped_steps": 0, "seconds": 38.6735123,
+              "samples_per_second": 68.2345}
+    line = epoch_line(record, 10)
+    assert line == "epoch 3/10 train 0.5123 | val accuracy 0.9123 f1_macro 0.9012 loss 0.4988 | lr 9.12e-04 38.7 s 68/s"
+    assert len(line) <= 100

@@ -89,6 +89,14 @@ def test_sigint_saves_and_says_how_to_resume(reference, tmp_path):
     assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
     assert f"continue with: cmtrain resume={tmp_path / 'run'}" in err
     assert "Traceback" not in err
+    # stopped after step 5 of 8 in epoch 1: a different batch size would skip rows, so it is refused
+    before = (tmp_path / "run/checkpoints/last.ckpt").read_bytes()
+    refused = start(tmp_path, f"resume={tmp_path / 'run'}", "trainer.batch_size=8")
+    _, err = refused.communicate(timeout=900)
+    assert refused.returncode == 2 and "Traceback" not in err
+    assert "error: trainer.batch_size=8: last.ckpt stopped inside epoch 1 (after 5 batches of " \
+           "trainer.batch_size=16), so trainer.batch_size must stay 16 until the epoch ends" in err
+    assert (tmp_path / "run/checkpoints/last.ckpt").read_bytes() == before
     finish(start(tmp_path, f"resume={tmp_path / 'run'}"))
     assert_same_run(reference, tmp_path / "run")
 

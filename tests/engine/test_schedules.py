@@ -40,3 +40,14 @@ def test_step_and_constant():
     assert step[0] == pytest.approx(0.1) and step[20] == pytest.approx(0.01) and step[40] == pytest.approx(0.001)
     constant = lrs("none", warmup_epochs=0.5)
     assert constant[0] < 0.1 and all(v == pytest.approx(0.1) for v in constant[5:])
+
+
+@pytest.mark.parametrize("name", ["cosine", "onecycle", "none", "step"])
+def test_warmup_is_clipped_to_a_fifth_of_a_short_run(name):
+    """max_epochs=1 with warmup_epochs=1 used to be all warm-up (the lr never reached optimizer.lr)."""
+    extra = {"step_epochs": 1, "gamma": 0.5} if name == "step" else {}
+    values = lrs(name, steps_per_epoch=20, max_epochs=1, warmup_epochs=1.0, **extra)
+    peak = max(range(len(values)), key=values.__getitem__)
+    assert peak <= 4 and values[peak] == pytest.approx(0.1)
+    if name in ("cosine", "onecycle"):
+        assert values[-1] < 0.02

@@ -7,6 +7,7 @@ device without knowing which modalities it holds.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from dataclasses import dataclass
@@ -147,6 +148,14 @@ def make_loader(dataset: TableDataset, collate: Collate, *, batch_size: int, shu
     # Its own generator, so creating an iterator does not draw from the global torch RNG (exact resume).
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=drop_last,
-                      generator=generator,
+                      generator=generator, multiprocessing_context=_worker_context() if num_workers > 0 else None,
                       num_workers=num_workers, pin_memory=pin_memory, worker_init_fn=_ignore_sigint,
                       persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None)
+
+
+def _worker_context():
+    """'fork' where the platform has it (Linux: torch's usual choice), named explicitly: inside a joblib/loky
+    worker (hydra/launcher=joblib) the inherited default is loky's own process type, which DataLoader cannot
+    start ('Process' object has no attribute 'env')."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else methods[0])

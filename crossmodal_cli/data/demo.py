@@ -109,34 +109,47 @@ def _generate(folder: Path, num_samples: int, seed: int, image_size: int, sample
     frame.to_csv(folder / "demo.csv", index=False)
 
 
+def _complete(folder: Path, params: dict) -> bool:
+    """The demo data set in `folder` is complete and was made with `params`."""
+    try:
+        return (folder / "demo.csv").is_file() and json.loads((folder / "demo.json").read_text()) == params
+    except (OSError, ValueError):
+        return False  # an unreadable stamp means: generate again
+
+
 def ensure_demo(folder: str | Path, *, num_samples: int, seed: int, image_size: int, sample_rate: int,
                 seconds: float) -> Path:
     """Generate the demo data set in `folder` unless it is already there with the same parameters; return the CSV
     path (folder/"demo.csv").
 
     Generation happens in a temporary sibling folder that replaces `folder` only when complete, so an interrupted
-    run never leaves a half-written data set that looks complete.
+    run never leaves a half-written data set that looks complete, and jobs of a parallel sweep that generate it at
+    the same time all end up reading one complete copy.
     """
     folder = Path(folder)
     params = {"version": VERSION, "num_samples": num_samples, "seed": seed, "image_size": image_size,
               "sample_rate": sample_rate, "seconds": seconds}
-    csv, stamp = folder / "demo.csv", folder / "demo.json"
-    if csv.is_file() and stamp.is_file():
-        try:
-            if json.loads(stamp.read_text()) == params:
-                return csv
-        except (OSError, ValueError):
-            pass  # an unreadable stamp means: generate again
+    csv = folder / "demo.csv"
+    if _complete(folder, params):
+        return csv
     log.info("generating demo data set: %d samples in %s", num_samples, folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _generate(tmp, num_samples, seed, image_size, sample_rate, seconds)
         (tmp / "demo.json").write_text(json.dumps(params, indent=2) + "\n")
+        if _complete(folder, params):  # a parallel job (hydra/launcher=joblib) finished first: use its copy
+            return csv
         if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+            os.replace(folder, old)  # a demo with other parameters: set aside, removed below
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not _complete(folder, params):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return csv

@@ -85,6 +85,15 @@ def test_cmeval_on_another_csv(trained, tmp_path):
     trained_val = json.loads((trained / "metrics.json").read_text())["val"]
     assert evaluated["test"]["accuracy"] == pytest.approx(trained_val["accuracy"])
 
+    # the same rows with other column names: mapped with data.columns.* (the rest as in training)
+    other.rename(columns={"image_path": "picture", "text": "caption", "label": "class"}).to_csv(
+        tmp_path / "renamed.csv", index=False)
+    run("cmeval", f"ckpt={trained / 'checkpoints/best.ckpt'}", "data.test_csv=renamed.csv", "data.allow_outside_root=true",
+        "data.columns.image=picture", "data.columns.text=caption", "data.columns.label=class", "hydra.run.dir=ev2",
+        *FAST[:1], cwd=tmp_path)
+    renamed = json.loads((tmp_path / "ev2/metrics.json").read_text())
+    assert renamed["test"]["accuracy"] == pytest.approx(evaluated["test"]["accuracy"])
+
 
 def test_checkpoint_holds_everything_to_rebuild_the_model(trained):
     state = torch.load(trained / "checkpoints/best.ckpt", weights_only=True)

@@ -6,24 +6,29 @@ no Hydra config object reaches a model, encoder, fusion or dataset.
 """
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from crossmodal_cli.data.dataset import AudioSettings, Collate, TableDataset, make_loader
 from crossmodal_cli.data.demo import ensure_demo
-from crossmodal_cli.data.modalities import load_pretrained_tokenizer, train_wordpiece
+from crossmodal_cli.data.modalities import load_pretrained_tokenizer, tokenizer_to_json, train_wordpiece
 from crossmodal_cli.data.table import SPLITS, Table, load_table
 from crossmodal_cli.data.validation import check_inputs
+from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.engine.loop import autocast
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.model import MultimodalModel
+from crossmodal_cli.features import FeatureDataset, collate_features, encode_all, feature_entries, weights_digest
+from crossmodal_cli.model import MultimodalModel, Transfer
 from crossmodal_cli.paths import config_dir
 
 log = logging.getLogger(__name__)
@@ -81,7 +86,8 @@ def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, cla
     text = data.text.tokenizer or f"WordPiece built from the training texts (vocab {data.text.vocab_size}" \
         f"{', lowercase' if data.text.lowercase else ''})"
     log.info("data: %s; separator %s; on_missing=%s", files or "no CSV set", repr(separator), data.on_missing)
-    log.info("data inputs: image %d px, augment %s; text %s, max %d tokens; audio %d Hz, %s s", data.image_size,
+    log.info("data inputs: image %s px, augment %s; text %s, max %d tokens; audio %d Hz, %s s",
+             data.image_size if data.image_size is not None else "(the encoder's)",
              data.augment, text, data.text.max_length, data.audio.sample_rate, data.audio.seconds)
     if data.get("demo"):
         ensure_demo(data.demo.folder, num_samples=data.demo.num_samples, seed=data.demo.seed,
@@ -100,20 +106,79 @@ def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, cla
     return table
 
 
-def build_tokenizer(data: DictConfig, train_texts: Sequence[str]):
-    """The configured local tokenizer, or a WordPiece tokenizer trained on the training texts."""
-    if data.text.tokenizer:
-        return load_pretrained_tokenizer(data.text.tokenizer)
-    return train_wordpiece(train_texts, vocab_size=data.text.vocab_size, lowercase=data.text.lowercase)
+def build_tokenizer(cfg: DictConfig, train_texts: Sequence[str]):
+    """The text encoder's own tokenizer (from its `pretrained` folder), else data.text.tokenizer (a local folder),
+    else a WordPiece tokenizer trained on the training texts."""
+    pretrained = cfg.encoder.text.get("pretrained")
+    if pretrained:
+        return load_pretrained_tokenizer(pretrained, key="encoder.text.pretrained")
+    if cfg.data.text.tokenizer:
+        return load_pretrained_tokenizer(cfg.data.text.tokenizer)
+    return train_wordpiece(train_texts, vocab_size=cfg.data.text.vocab_size, lowercase=cfg.data.text.lowercase)
 
 
-def make_split_loader(table: Table, split: str, data: DictConfig, tokenizer, *, batch_size: int, train: bool,
-                      num_workers: int, seed: int, pin_memory: bool, drop_last: bool = False):
-    dataset = TableDataset(table.splits[split], table.modalities, data.image_size,
+def image_input(cfg: DictConfig) -> tuple[int, str]:
+    """(size, resize mode) the images are prepared with: what the image encoder declares (encoder.image.image_size,
+    encoder.image.resize), unless data.image_size / data.resize say otherwise."""
+    encoder = cfg.encoder.image
+    size = cfg.data.image_size if cfg.data.get("image_size") is not None else encoder.get("image_size")
+    resize = cfg.data.get("resize") or encoder.get("resize")
+    if size is None or resize is None:
+        raise CrossmodalError("data.image_size / data.resize: null means 'as the image encoder declares', but "
+                              f"encoder.image ({encoder.get('_target_')}) declares no image_size / resize; set them")
+    return int(size), str(resize)
+
+
+def make_split_loader(table: Table, split: str, cfg: DictConfig, tokenizer, *, batch_size: int, train: bool,
+                      num_workers: int, seed: int, pin_memory: bool, drop_last: bool = False, augment: bool = True):
+    """A DataLoader over one split, preparing inputs as the encoders declare (image size and resize mode)."""
+    data = cfg.data
+    size, resize = image_input(cfg) if "image" in table.modalities else (0, "squash")
+    dataset = TableDataset(table.splits[split], table.modalities, size,
                            AudioSettings(data.audio.sample_rate, data.audio.seconds), train=train,
-                           augment=data.augment, seed=seed)
+                           augment=data.augment and augment, seed=seed, resize=resize)
     return make_loader(dataset, Collate(tokenizer, data.text.max_length), batch_size=batch_size, shuffle=train,
                        num_workers=num_workers, seed=seed, pin_memory=pin_memory, drop_last=drop_last)
+
+
+def make_loaders(cfg: DictConfig, table: Table, model: MultimodalModel, tokenizer, *, device: torch.device,
+                 precision: str, num_workers: int) -> dict[str, Any]:
+    """{split: DataLoader} for train, val and test (None when empty): raw inputs, or with trainer.feature_cache the
+    frozen encoders' cached outputs (features.py) and `model.from_features` set."""
+    batch_size, seed = cfg.trainer.batch_size, cfg.seed
+    drop_last = cfg.trainer.drop_last and len(table.splits["train"]) >= batch_size
+    if not cfg.trainer.feature_cache:
+        common = dict(cfg=cfg, tokenizer=tokenizer, batch_size=batch_size, num_workers=num_workers, seed=seed,
+                      pin_memory=device.type == "cuda")
+        return {split: (make_split_loader(table, split, train=split == "train", drop_last=drop_last and split == "train",
+                                          **common) if len(table.splits[split]) else None) for split in SPLITS}
+    if cfg.data.augment:
+        log.info("feature cache: data.augment is off (cached features are computed once, without augmentation)")
+    size, resize = image_input(cfg) if "image" in table.modalities else (0, "squash")
+    settings = {"image": {"size": size, "resize": resize},
+                "text": {"max_length": cfg.data.text.max_length,
+                         "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None},
+                "audio": {"sample_rate": cfg.data.audio.sample_rate, "seconds": cfg.data.audio.seconds}}
+
+    def describe(m: str) -> dict:
+        node = OmegaConf.to_container(encoder_node(cfg, m)[0])
+        return {"modality": m, "encoder": node, "weights": weights_digest(model.encoders[m]), "inputs": settings[m],
+                "precision": precision}
+
+    def encode(m: str, distinct) -> Encoded:
+        dataset = TableDataset(distinct.assign(target=0), [m], size, AudioSettings(cfg.data.audio.sample_rate,
+                               cfg.data.audio.seconds), train=False, augment=False, seed=seed, resize=resize)
+        loader = make_loader(dataset, Collate(tokenizer, cfg.data.text.max_length), batch_size=batch_size,
+                             shuffle=False, num_workers=num_workers, seed=seed, pin_memory=device.type == "cuda")
+        return encode_all(model.encoders[m], loader, m, device, lambda: autocast(device, precision))
+
+    frames = [table.splits[s] for s in SPLITS]
+    entries = feature_entries(frames, table.modalities, Path(cfg.trainer.cache_dir).expanduser(), describe, encode)
+    model.from_features = True
+    return {split: (make_loader(FeatureDataset(table.splits[split], table.modalities, entries), collate_features,
+                                batch_size=batch_size, shuffle=split == "train", num_workers=0, seed=seed,
+                                pin_memory=device.type == "cuda", drop_last=drop_last and split == "train")
+                    if len(table.splits[split]) else None) for split in SPLITS}
 
 
 def _instantiate(node: DictConfig, where: str, **runtime: Any) -> Any:
@@ -128,17 +193,59 @@ def _instantiate(node: DictConfig, where: str, **runtime: Any) -> Any:
         raise CrossmodalError(f"{where}: cannot build {node.get('_target_')}: {detail}") from None
 
 
-def build_model(cfg: DictConfig, modalities: Sequence[str], num_classes: int, tokenizer) -> tuple[MultimodalModel, Any]:
-    """Encoders for the chosen modalities, the fusion over their widths, the task head. Returns (model, task)."""
+TRANSFER_KEYS = ("freeze", "unfreeze_at_epoch", "lr_scale", "layer_decay")  # read here, not by the encoder
+SPEC_KEYS = ("image_size", "resize")  # declared for the data pipeline; passed on only where the encoder takes them
+
+
+def encoder_node(cfg: DictConfig, modality: str, *, rebuild: bool = False) -> tuple[DictConfig, Transfer]:
+    """The encoder's config without the keys the build reads itself, and its transfer-learning policy.
+    `rebuild` (from a checkpoint): no weights file is read, the checkpoint's state dict follows."""
+    node = OmegaConf.create(OmegaConf.to_container(cfg.encoder[modality], resolve=True))
+    policy = Transfer(**{k: node.pop(k) for k in TRANSFER_KEYS if k in node})
+    accepted = _parameters(node.get("_target_"))
+    for key in SPEC_KEYS:
+        if key in node and key not in accepted:
+            node.pop(key)
+    if modality == "image" and "image_size" in node:
+        node.image_size, node.resize = image_input(cfg)
+    if rebuild and "weights" in node:
+        node.weights = None
+    return node, policy
+
+
+def _parameters(target: str | None) -> set[str]:
+    try:
+        return set(inspect.signature(get_object(target)).parameters)
+    except Exception:  # an unimportable target fails with its own one-line error when instantiated
+        return set()
+
+
+def build_model(cfg: DictConfig, modalities: Sequence[str], num_classes: int, tokenizer,
+                architectures: Mapping[str, str | None] | None = None) -> tuple[MultimodalModel, Any]:
+    """Encoders for the chosen modalities, the fusion over their widths, the task head. Returns (model, task).
+
+    `architectures` ({modality: JSON text or None}, stored in a checkpoint) rebuild pretrained encoders without
+    their original folders or weight files; the caller then loads the checkpoint's state dict."""
     runtime = {"image": {}, "audio": {"sample_rate": cfg.data.audio.sample_rate},
                "text": {"vocab_size": len(tokenizer) if tokenizer is not None else 0,
                         "max_length": cfg.data.text.max_length,
                         "pad_token_id": tokenizer.pad_token_id if tokenizer is not None else 0}}
-    encoders = {m: _instantiate(cfg.encoder[m], f"encoder/{m}", **runtime[m]) for m in modalities}
+    encoders, transfer = {}, {}
+    for m in modalities:
+        node, transfer[m] = encoder_node(cfg, m, rebuild=architectures is not None)
+        stored = (architectures or {}).get(m)
+        extra = {"architecture": json.loads(stored)} if stored else {}
+        encoders[m] = _instantiate(node, f"encoder/{m}", **runtime[m], **extra)
     fusion = _instantiate(cfg.fusion, "fusion", in_dims={m: e.out_dim for m, e in encoders.items()})
     task = _instantiate(cfg.task, "task", num_classes=num_classes)
-    return MultimodalModel(encoders, fusion, task.head(fusion.out_dim),
-                           modality_dropout=cfg.trainer.modality_dropout), task
+    return MultimodalModel(encoders, fusion, task.head(fusion.out_dim), modality_dropout=cfg.trainer.modality_dropout,
+                           transfer=transfer), task
+
+
+def architectures_of(model: MultimodalModel) -> dict[str, str | None]:
+    """{modality: the encoder's architecture() as JSON text, or None}: stored in checkpoints."""
+    return {m: (json.dumps(arch) if (arch := getattr(e, "architecture", lambda: None)()) is not None else None)
+            for m, e in model.encoders.items()}
 
 
 def _dry_build(node: DictConfig, where: str, **runtime: Any) -> Any:
@@ -170,20 +277,28 @@ def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> list[str]:
                "text": {"vocab_size": 64, "max_length": cfg.data.text.max_length, "pad_token_id": 0}}
     widths = {}
     for m in modalities:
-        encoder = _dry_build(cfg.encoder[m], f"encoder/{m}", **runtime[m])
+        encoder = _dry_build(encoder_node(cfg, m)[0], f"encoder/{m}", **runtime[m])
         widths[m] = int(getattr(encoder, "out_dim", 8))
     _dry_build(cfg.fusion, "fusion", in_dims=widths)
     task = _instantiate(cfg.task, "task", num_classes=2)
     return list(task.metrics().keys())
 
 
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The configured optimizer; biases and normalisation weights (1-d parameters) get no weight decay."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+def build_optimizer(cfg: DictConfig, model: MultimodalModel) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's parameter groups (each encoder's layers at optimizer.lr x its
+    lr_scale x layer_decay**depth, fusion + head at optimizer.lr); biases and normalisation weights (1-d
+    parameters) get no weight decay. Frozen parameters are included, so unfreezing needs no new optimizer."""
     make = _instantiate(cfg.optimizer, "optimizer")
+    base = cfg.optimizer.lr
+    groups = []
+    for group in model.parameter_groups():
+        decay = [p for p in group["params"] if p.ndim > 1]
+        no_decay = [p for p in group["params"] if p.ndim <= 1]
+        lr = base * group["lr_scale"]
+        groups += [{"params": decay, "lr": lr, "name": group["name"]},
+                   {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{group['name']}/no_decay"}]
     try:
-        return make([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
+        return make([g for g in groups if g["params"]])
     except (TypeError, ValueError) as err:
         raise CrossmodalError(f"optimizer: {err}") from None
 

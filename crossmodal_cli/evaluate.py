@@ -18,7 +18,7 @@ from crossmodal_cli.build import (build_model, load_data, make_split_loader, res
                                   seed_everything)
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.data.modalities import tokenizer_from_json
-from crossmodal_cli.config.schema import validate_eval
+from crossmodal_cli.config.schema import upgrade, validate_eval
 from crossmodal_cli.engine.checkpoint import load_checkpoint
 from crossmodal_cli.engine.loop import evaluate as evaluate_loader
 from crossmodal_cli.engine.reporting import metrics_table, write_json
@@ -62,7 +62,7 @@ def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     check_config(cfg)
     state = load_checkpoint(cfg.ckpt)
-    stored = OmegaConf.create(state["config"])
+    stored = upgrade(OmegaConf.create(state["config"]))
     data, forced = _data_config(stored, cfg.data)
     split = forced or cfg.split
     seed_everything(stored.seed)
@@ -74,10 +74,11 @@ def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
         raise CrossmodalError(f"{cfg.ckpt}: the stored data has no {split} split; "
                               f"pass data.test_csv=FILE.csv or split=val")
     tokenizer = tokenizer_from_json(state["tokenizer"]) if state.get("tokenizer") else None
-    model, task = build_model(stored, table.modalities, len(classes), tokenizer)
+    model, task = build_model(stored, table.modalities, len(classes), tokenizer,
+                              architectures=state.get("encoders") or {})
     model.load_state_dict(state["model"])
     model.to(device)
-    loader = make_split_loader(table, split, data, tokenizer, batch_size=cfg.trainer.batch_size or
+    loader = make_split_loader(table, split, stored, tokenizer, batch_size=cfg.trainer.batch_size or
                                stored.trainer.batch_size, train=False, seed=stored.seed,
                                num_workers=resolve_workers(cfg.trainer.num_workers), pin_memory=device.type == "cuda")
     metrics, outputs = evaluate_loader(model, loader, task, device, precision, keep_outputs=True, desc=split,

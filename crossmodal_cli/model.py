@@ -1,5 +1,12 @@
-"""MultimodalModel: one encoder per modality, a fusion, a task head; nothing else."""
+"""MultimodalModel: one encoder per modality, a fusion, a task head; `encode()` then `fuse()`.
+
+The split lets a frozen encoder's outputs be computed once and cached (`features.py`): with `from_features`, the
+batch holds `Encoded` fields instead of raw inputs and `forward` skips the encoders.
+"""
 from __future__ import annotations
+
+import contextlib
+import logging
 
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -7,7 +14,10 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from crossmodal_cli.encoders import Encoded
 from crossmodal_cli.fusion import Fused
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,27 +29,116 @@ class ModelOutput:
     aux_weight: float = 0.0
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """How one encoder is fine-tuned: frozen (eval mode, no gradients) until `unfreeze_at_epoch` (None = for the
+    whole run when frozen), its learning rate times `lr_scale`, and layer-wise decay: the group k steps below the
+    encoder's top trains at lr x lr_scale x layer_decay**k."""
+
+    freeze: bool = False
+    unfreeze_at_epoch: int | None = None
+    lr_scale: float = 1.0
+    layer_decay: float = 1.0
+
+
 class MultimodalModel(nn.Module):
     """inputs {modality: tensor or dict of tensors}, present {modality: bool [B]} -> ModelOutput.
 
     Encoders map each modality to an Encoded; the fusion combines them into [B, fusion.out_dim]; the head maps
     that to the task's outputs. During training, `modality_dropout` hides each modality of each sample with that
-    probability (never all of a sample's modalities), so the model learns to cope with missing inputs.
+    probability (never all of a sample's modalities), so the model learns to cope with missing inputs. Frozen
+    encoders stay in eval mode (BatchNorm statistics untouched) and run under `torch.no_grad`.
     """
 
     def __init__(self, encoders: Mapping[str, nn.Module], fusion: nn.Module, head: nn.Module,
-                 modality_dropout: float = 0.0):
+                 modality_dropout: float = 0.0, transfer: Mapping[str, Transfer] | None = None):
         super().__init__()
         self.encoders = nn.ModuleDict(dict(encoders))
         self.fusion = fusion
         self.head = head
         self.modality_dropout = modality_dropout
+        self.transfer = {m: (transfer or {}).get(m, Transfer()) for m in self.encoders}
+        self.frozen: set[str] = set()
+        self.from_features = False  # True: inputs are cached Encoded fields (features.py)
+        for m, policy in self.transfer.items():
+            if policy.freeze:
+                self.set_frozen(m, True)
 
     def parameter_counts(self) -> dict[str, int]:
         """{"total", "encoder/MODALITY", "fusion", "head"}: parameter counts, for logs and metrics.json."""
         counts = {f"encoder/{m}": _count(e) for m, e in self.encoders.items()}
         counts.update(fusion=_count(self.fusion), head=_count(self.head))
         return {"total": _count(self), **counts}
+
+    # ---- transfer learning -----------------------------------------------------------------------------------
+
+    def set_frozen(self, modality: str, frozen: bool) -> None:
+        for p in self.encoders[modality].parameters():
+            p.requires_grad_(not frozen)
+        (self.frozen.add if frozen else self.frozen.discard)(modality)
+        self.train(self.training)
+
+    def set_epoch(self, epoch: int) -> list[str]:
+        """Apply the unfreezing schedule for `epoch` (1-based); returns the modalities unfrozen now or before."""
+        for m, policy in self.transfer.items():
+            if policy.freeze and policy.unfreeze_at_epoch is not None:
+                frozen = epoch < policy.unfreeze_at_epoch
+                if m in self.frozen and not frozen:
+                    log.info("epoch %d: encoder %s unfrozen (encoder.%s.unfreeze_at_epoch=%d)", epoch, m, m,
+                             policy.unfreeze_at_epoch)
+                self.set_frozen(m, frozen)
+        return [m for m in self.encoders if m not in self.frozen]
+
+    def train(self, mode: bool = True) -> "MultimodalModel":
+        super().train(mode)
+        for m in self.frozen:
+            self.encoders[m].eval()
+        return self
+
+    def parameter_groups(self) -> list[dict]:
+        """[{"params", "lr_scale", "name"}]: one group per encoder layer group (scaled by the encoder's lr_scale
+        and layer decay, top group = 1) and one for fusion + head; every parameter once, frozen ones included (so
+        unfreezing needs no new optimizer)."""
+        groups = []
+        for m, encoder in self.encoders.items():
+            policy = self.transfer[m]
+            layers = encoder.layer_groups() if hasattr(encoder, "layer_groups") else [list(encoder.parameters())]
+            for depth, params in enumerate(reversed(layers)):
+                groups.append({"params": params, "lr_scale": policy.lr_scale * policy.layer_decay ** depth,
+                               "name": f"encoder/{m}/{len(layers) - 1 - depth}"})
+        groups.append({"params": [*self.fusion.parameters(), *self.head.parameters()], "lr_scale": 1.0,
+                       "name": "fusion+head"})
+        return groups
+
+    # ---- forward ---------------------------------------------------------------------------------------------
+
+    def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, Encoded]:
+        """{modality: Encoded} from raw inputs (or, with from_features, from cached Encoded fields)."""
+        if self.from_features:
+            return {m: Encoded(pooled=inputs[m]["pooled"], tokens=inputs[m]["tokens"], mask=inputs[m]["mask"])
+                    for m in self.encoders}
+        encoded = {}
+        for m, encoder in self.encoders.items():
+            with torch.no_grad() if m in self.frozen else contextlib.nullcontext():
+                encoded[m] = encoder(inputs[m])
+        return encoded
+
+    def fuse(self, encoded: Mapping[str, Encoded], present: Mapping[str, torch.Tensor] | None = None) -> ModelOutput:
+        """Modality dropout (training), fusion and head."""
+        if self.training and self.modality_dropout > 0 and len(self.encoders) > 1:
+            if present is None:
+                first = next(iter(encoded.values())).pooled
+                present = {m: torch.ones(first.shape[0], dtype=torch.bool, device=first.device) for m in self.encoders}
+            present = self._drop_modalities(dict(present))
+        fused = self.fusion(encoded, present)
+        if not isinstance(fused, Fused):
+            return ModelOutput(self.head(fused))
+        aux = {m: self.head(f) for m, f in fused.per_modality.items()}
+        return ModelOutput(self.head(fused.features), aux, fused.aux_weight)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor],
+                present: Mapping[str, torch.Tensor] | None = None) -> ModelOutput:
+        return self.fuse(self.encode(inputs), present)
 
     def _drop_modalities(self, present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         names = sorted(present)
@@ -48,21 +147,6 @@ class MultimodalModel(nn.Module):
         rescue = dropped.sum(1, keepdim=True) == 0                                # keep the original row instead
         final = torch.where(rescue, keep, dropped)
         return {m: final[:, i] for i, m in enumerate(names)}
-
-    def forward(self, inputs: Mapping[str, torch.Tensor],
-                present: Mapping[str, torch.Tensor] | None = None) -> ModelOutput:
-        encoded = {m: encoder(inputs[m]) for m, encoder in self.encoders.items()}
-        if self.training and self.modality_dropout > 0 and len(self.encoders) > 1:
-            if present is None:
-                batch = next(iter(encoded.values())).pooled.shape[0]
-                device = next(iter(encoded.values())).pooled.device
-                present = {m: torch.ones(batch, dtype=torch.bool, device=device) for m in self.encoders}
-            present = self._drop_modalities(dict(present))
-        fused = self.fusion(encoded, present)
-        if not isinstance(fused, Fused):
-            return ModelOutput(self.head(fused))
-        aux = {m: self.head(f) for m, f in fused.per_modality.items()}
-        return ModelOutput(self.head(fused.features), aux, fused.aux_weight)
 
 
 def _count(module: nn.Module) -> int:

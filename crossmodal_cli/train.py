@@ -20,10 +20,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from crossmodal_cli.build import (absolute_data_paths, build_model, build_optimizer, build_tokenizer,
-                                  check_buildable, load_data, make_split_loader, resolve_device, resolve_precision,
-                                  seed_everything, to_yaml)
-from crossmodal_cli.config.schema import validate_train
+from crossmodal_cli.build import (absolute_data_paths, architectures_of, build_model, build_optimizer,
+                                  build_tokenizer, check_buildable, load_data, make_loaders, resolve_device,
+                                  resolve_precision, seed_everything, to_yaml)
+from crossmodal_cli.config.schema import upgrade, validate_train
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_json
 from crossmodal_cli.data.table import MODALITIES
@@ -79,6 +79,20 @@ def check_config(cfg: DictConfig, *, partial: bool = False) -> None:
     if cfg.trainer.monitor not in allowed:
         raise CrossmodalError(f"trainer.monitor={cfg.trainer.monitor}: use one of {', '.join(allowed)}")
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
+    if cfg.modalities:
+        check_feature_cache(cfg, cfg.modalities)
+
+
+def check_feature_cache(cfg: DictConfig, modalities: list[str]) -> None:
+    """trainer.feature_cache=true needs every encoder in use frozen for the whole run."""
+    if not cfg.trainer.feature_cache:
+        return
+    for m in modalities:
+        encoder = cfg.encoder[m]
+        if not encoder.get("freeze") or encoder.get("unfreeze_at_epoch") is not None:
+            raise CrossmodalError(f"trainer.feature_cache=true: encoder.{m} must stay frozen for the whole run "
+                                  f"(set encoder.{m}.freeze=true and encoder.{m}.unfreeze_at_epoch=null), or leave "
+                                  f"{m} out with modalities=[...]")
 
 
 def _settings(trainer: DictConfig, device: torch.device, precision: str) -> TrainSettings:
@@ -98,7 +112,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, d
     state = load_checkpoint(path)
     if "progress" not in state:
         raise CrossmodalError(f"{path}: this checkpoint has no training state to resume from")
-    stored = OmegaConf.create(state["config"])
+    stored = upgrade(OmegaConf.create(state["config"]))
     changes = [o for o in overrides if not o.startswith(("resume=", "hydra."))]
     other = [o for o in changes if not o.lstrip("+~").startswith("trainer.")]
     if other:
@@ -149,27 +163,25 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     modalities = list(cfg.modalities) if cfg.modalities is not None else None
     table = load_data(cfg.data, modalities, cfg.seed, classes=resume["classes"] if resume else None)
     cfg.modalities = table.modalities  # stored resolved, so cmeval rebuilds exactly these encoders
+    check_feature_cache(cfg, table.modalities)
 
     tokenizer = None
     if "text" in table.modalities:
         tokenizer = tokenizer_from_json(resume["tokenizer"]) if resume else \
-            build_tokenizer(cfg.data, table.splits["train"]["text"].tolist())
+            build_tokenizer(cfg, table.splits["train"]["text"].tolist())
         tokenizer.save_pretrained(run_dir / "tokenizer")
     write_json(run_dir / "labels.json", {"classes": table.classes})
     write_json(run_dir / "data_report.json", {"rows": {s: len(f) for s, f in table.splits.items()},
                                               "unusable_inputs": table.report, "on_missing": cfg.data.on_missing})
 
-    model, task = build_model(cfg, table.modalities, len(table.classes), tokenizer)
+    model, task = build_model(cfg, table.modalities, len(table.classes), tokenizer,
+                              architectures=resume.get("encoders") if resume else None)
     model.to(device)
     settings = _settings(cfg.trainer, device, precision)
     workers = resolve_workers(cfg.trainer.num_workers)
-    loader = dict(data=cfg.data, tokenizer=tokenizer, batch_size=cfg.trainer.batch_size, num_workers=workers,
-                  seed=cfg.seed, pin_memory=device.type == "cuda")
-    drop_last = cfg.trainer.drop_last and len(table.splits["train"]) >= cfg.trainer.batch_size
-    train_loader = make_split_loader(table, "train", train=True, drop_last=drop_last, **loader)
-    val_loader = make_split_loader(table, "val", train=False, **loader)
+    loaders = make_loaders(cfg, table, model, tokenizer, device=device, precision=precision, num_workers=workers)
     optimizer = build_optimizer(cfg, model)
-    steps_per_epoch = -(-len(train_loader) // settings.accumulate_grad_batches)
+    steps_per_epoch = -(-len(loaders["train"]) // settings.accumulate_grad_batches)
     scheduler = hydra.utils.instantiate(cfg.scheduler)(optimizer, steps_per_epoch=steps_per_epoch,
                                                        max_epochs=settings.max_epochs)
     counts = model.parameter_counts()
@@ -178,10 +190,11 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
              precision, workers)
 
     extra = {"config": to_yaml(cfg), "classes": table.classes, "modalities": table.modalities,
-             "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None}
+             "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None,
+             "encoders": architectures_of(model)}
     reporter = RunReporter(run_dir, resume_epoch=resume["progress"]["epoch"] if resume else None,
                            resume_step=resume["progress"]["step"] if resume else None)
-    trainer = Trainer(model, task, train_loader, val_loader, optimizer, scheduler, settings, reporter,
+    trainer = Trainer(model, task, loaders["train"], loaders["val"], optimizer, scheduler, settings, reporter,
                       Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_last_k, extra))
     if resume:
         trainer.load_state(resume)
@@ -190,8 +203,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
         progress = trainer.fit()
     finally:
         reporter.close()
-    test_loader = make_split_loader(table, "test", train=False, **loader) if len(table.splits["test"]) else None
-    return final_metrics(run_dir, model, task, val_loader, test_loader, device, precision, progress)
+    return final_metrics(run_dir, model, task, loaders["val"], loaders["test"], device, precision, progress)
 
 
 def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, precision: str, progress) -> dict:

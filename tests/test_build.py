@@ -34,8 +34,13 @@ def test_default_config_builds_a_three_modality_model_with_no_decay_on_biases():
     model, task = build_model(cfg, ["image", "text", "audio"], 3, tok)
     assert sorted(model.encoders) == ["audio", "image", "text"] and model.head.out_features == 3
     optimizer = build_optimizer(cfg, model)
-    assert optimizer.param_groups[1]["weight_decay"] == 0.0 and optimizer.param_groups[0]["weight_decay"] == 0.01
-    assert all(p.ndim <= 1 for p in optimizer.param_groups[1]["params"])
+    groups = optimizer.param_groups
+    for group in groups:
+        flat = all(p.ndim <= 1 for p in group["params"])
+        assert group["weight_decay"] == (0.0 if flat else 0.01), group["name"]
+        assert group["name"].endswith("/no_decay") == flat
+        assert group["lr"] == pytest.approx(1e-3)  # lr_scale 1, layer_decay 1 by default
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def test_bad_fusion_option_names_the_group():

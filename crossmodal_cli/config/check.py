@@ -55,10 +55,12 @@ class Rule:
 @dataclass(frozen=True)
 class Target:
     """Marks an instantiated config group: `keys` (a dataclass) ranges its known keys; `runtime` names the
-    constructor arguments the code passes itself."""
+    constructor arguments the code passes itself; `own` the keys the code reads itself (allowed whatever the
+    target's signature)."""
 
     keys: type
     runtime: frozenset[str] = frozenset()
+    own: frozenset[str] = frozenset()
 
 
 class Absent:
@@ -260,8 +262,8 @@ def check_target(key: str, node: Any, spec: Target) -> None:
     for name, value in node.items():
         if name in HYDRA_KEYS:
             continue
-        if name not in params and not open_keys:
-            raise _unknown(f"{key}.{name}", str(name), [n for n in params if n not in spec.runtime],
+        if name not in params and name not in spec.own and not open_keys:
+            raise _unknown(f"{key}.{name}", str(name), [n for n in params if n not in spec.runtime] + sorted(spec.own),
                            f"for {node['_target_']}")
         if name in spec.runtime:
             raise CrossmodalError(f"{key}.{name}: set by crossmodal at run time; remove it from the config")

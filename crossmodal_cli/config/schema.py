@@ -78,7 +78,8 @@ class DataSchema:
     validation_cache: Path_
     val_fraction: Fraction
     test_fraction: Fraction
-    image_size: Annotated[int, Range(ge=16), "pixels per side"]
+    image_size: Annotated[Optional[Annotated[int, Range(ge=16)]], "pixels per side; null = the image encoder's"]
+    resize: Optional[Literal["squash", "shorter_side_center_crop"]]
     augment: bool
     text: TextDataSchema
     audio: AudioDataSchema
@@ -106,6 +107,8 @@ class TrainerSchema:
     log_every_n_steps: PositiveInt
     progress_bar: bool
     deterministic: bool
+    feature_cache: Annotated[bool, "true needs every encoder frozen: encoder.<m>.freeze=true"]
+    cache_dir: str
 
 
 # ---- instantiated groups: ranges of the keys the built-in targets use -------------------------------------------
@@ -134,6 +137,14 @@ class EncoderKeys:
     dropout: Fraction = ABSENT
     pooling: Literal["mean", "cls"] = ABSENT
     n_mels: Annotated[int, Range(ge=8)] = ABSENT
+    image_size: Annotated[int, Range(ge=16), "pixels per side"] = ABSENT
+    resize: Literal["squash", "shorter_side_center_crop"] = ABSENT
+    freeze: bool = ABSENT
+    unfreeze_at_epoch: Annotated[Optional[PositiveInt], "null = stays frozen"] = ABSENT
+    lr_scale: PositiveFloat = ABSENT
+    layer_decay: Annotated[float, Range(gt=0, le=1)] = ABSENT
+    pretrained: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "",
+                                    "a local folder with a Hugging Face model")] = ABSENT
     n_fft: Annotated[int, Range(ge=16)] = ABSENT
     hop_ms: PositiveFloat = ABSENT
 
@@ -182,11 +193,15 @@ class SchedulerKeys:
     gamma: PositiveFloat = ABSENT
 
 
+BUILD_KEYS = frozenset({"freeze", "unfreeze_at_epoch", "lr_scale", "layer_decay", "image_size", "resize"})
+
+
 @dataclass
 class EncodersSchema:
-    image: Annotated[dict, Target(EncoderKeys)]
-    text: Annotated[dict, Target(EncoderKeys, frozenset({"vocab_size", "max_length", "pad_token_id"}))]
-    audio: Annotated[dict, Target(EncoderKeys, frozenset({"sample_rate"}))]
+    image: Annotated[dict, Target(EncoderKeys, frozenset({"architecture"}), BUILD_KEYS)]
+    text: Annotated[dict, Target(EncoderKeys, frozenset({"vocab_size", "max_length", "pad_token_id", "architecture"}),
+                                 BUILD_KEYS)]
+    audio: Annotated[dict, Target(EncoderKeys, frozenset({"sample_rate", "architecture"}), BUILD_KEYS)]
 
 
 @dataclass
@@ -285,6 +300,19 @@ def validate_eval(cfg: DictConfig) -> dict:
     values = plain(cfg)
     check_node("", values, EvalSchema)
     return values
+
+
+# keys added after checkpoint format 1: {dotted key: the value that reproduces the behaviour before the key existed}
+ADDED_KEYS = {"data.resize": "squash", "data.separator": ",", "trainer.feature_cache": False,
+              "trainer.cache_dir": "~/.cache/crossmodal/features"}
+
+
+def upgrade(stored: DictConfig) -> DictConfig:
+    """A config stored in an older checkpoint, with the keys added since then set to the behaviour it had."""
+    for key, value in ADDED_KEYS.items():
+        if OmegaConf.select(stored, key, default=ABSENT) is ABSENT:
+            OmegaConf.update(stored, key, value, force_add=True)
+    return stored
 
 
 def schema_of(name: str) -> Any:

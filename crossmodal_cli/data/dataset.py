@@ -63,12 +63,12 @@ class TableDataset(Dataset):
     """
 
     def __init__(self, frame: pd.DataFrame, modalities: list[str], image_size: int, audio: AudioSettings,
-                 train: bool, augment: bool, seed: int):
+                 train: bool, augment: bool, seed: int, resize: str = "squash"):
         self.columns = {m: frame[m].tolist() for m in modalities}
         self.present = {m: (frame[f"has_{m}"].to_numpy(bool) if f"has_{m}" in frame else np.ones(len(frame), bool))
                         for m in modalities}
         self.targets = frame["target"].to_numpy()
-        self.image_size, self.audio, self.train, self.seed = image_size, audio, train, seed
+        self.image_size, self.audio, self.train, self.seed, self.resize = image_size, audio, train, seed, resize
         self.augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(
             image_size, scale=(0.8, 1.0), antialias=True)]) if (train and augment) else None
 
@@ -84,7 +84,7 @@ class TableDataset(Dataset):
             if not item["present"][modality]:
                 item[modality] = self._blank(modality)
             elif modality == "image":
-                image = load_image(values[i], self.image_size)
+                image = load_image(values[i], self.image_size, self.resize)
                 item["image"] = self._augment(image, rng) if self.augment is not None else image
             elif modality == "audio":
                 item["audio"] = load_audio(values[i], self.audio.sample_rate, self.audio.seconds, rng)

@@ -89,12 +89,29 @@ def upright(img: Image.Image) -> Image.Image:
         return img
 
 
-def load_image(path: str, size: int) -> torch.Tensor:
-    """RGB image, turned upright (EXIF) and resized to size x size: uint8 [3, size, size]."""
+RESIZE_MODES = ("squash", "shorter_side_center_crop")
+
+
+def fit(img: Image.Image, size: int, resize: str) -> Image.Image:
+    """`squash`: resize to size x size (the aspect ratio changes); `shorter_side_center_crop`: scale the shorter
+    side to `size` (keeping the aspect ratio) and cut the centred size x size square, as pretrained image models
+    were trained."""
+    if resize == "squash":
+        return img.resize((size, size), Image.BILINEAR)
+    width, height = img.size
+    scale = size / min(width, height)
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    img = img.resize(new, Image.BILINEAR)
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def load_image(path: str, size: int, resize: str = "squash") -> torch.Tensor:
+    """RGB image, turned upright (EXIF) and fitted to size x size (`fit`): uint8 [3, size, size]."""
     try:
         with open_image(path) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when much larger than needed
-            img = to_rgb(upright(img)).resize((size, size), Image.BILINEAR)
+            img = fit(to_rgb(upright(img)), size, resize)
     except Image.DecompressionBombError:
         raise CrossmodalError(f"{path}: cannot read image ({too_large_reason()})") from None
     except Exception as err:  # any decoder failure is a data problem (validation.py catches the same)
@@ -152,10 +169,11 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool) -> P
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
 
-def load_pretrained_tokenizer(folder: str) -> PreTrainedTokenizerBase:
+def load_pretrained_tokenizer(folder: str, key: str = "data.text.tokenizer") -> PreTrainedTokenizerBase:
     """A Hugging Face fast tokenizer from a local folder (never from the hub)."""
     if not Path(folder, "tokenizer.json").is_file() and not Path(folder, "vocab.txt").is_file():
-        raise CrossmodalError(f"data.text.tokenizer={folder}: no tokenizer.json or vocab.txt in that folder")
+        raise CrossmodalError(f"{key}={folder}: no tokenizer.json or vocab.txt in that folder (a local Hugging Face "
+                              f"model or tokenizer folder is needed; no model hub is reached)")
     return AutoTokenizer.from_pretrained(folder, local_files_only=True, use_fast=True)
 
 

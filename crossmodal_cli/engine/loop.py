@@ -170,6 +170,8 @@ class Trainer:
         rows = len(self.train_loader.dataset)
         batches = rows // s.batch_size if self.train_loader.drop_last else -(-rows // s.batch_size)
         self.train_loader.sampler.set_epoch(p.epoch, start=p.batch * s.batch_size)
+        if hasattr(self.model, "set_epoch"):  # e.g. gradual unfreezing of encoders
+            self.model.set_epoch(p.epoch)
         self.model.train()
         started, loss_sum, group_loss = time.perf_counter() - p.seconds, torch.tensor(p.loss_sum, device=device), 0.0
         bar = tqdm(self.train_loader, desc=f"epoch {p.epoch}/{s.max_epochs}", initial=p.batch, total=batches,

@@ -46,9 +46,27 @@ def cosine(optimizer: Optimizer, *, steps_per_epoch: int, max_epochs: int, warmu
            min_lr_ratio: float) -> LRScheduler:
     total = steps_per_epoch * max_epochs
     warmup = _warmup_steps(warmup_epochs, steps_per_epoch, total)
-    base = optimizer.param_groups[0]["lr"]
-    decay = CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1), eta_min=base * min_lr_ratio)
+    decay = GroupCosine(optimizer, T_max=max(total - warmup, 1), min_lr_ratio=min_lr_ratio)
     return _with_warmup(optimizer, warmup, decay)
+
+
+class GroupCosine(CosineAnnealingLR):
+    """torch's CosineAnnealingLR with a floor per parameter group (min_lr_ratio x that group's initial lr): torch
+    takes one eta_min for every group, which would lift groups with a small learning rate (a frozen-then-unfrozen
+    encoder, layer-wise decay) to another group's floor. Each group's value is torch's own formula with that
+    group's floor, so a single-rate optimizer gets exactly torch's schedule."""
+
+    def __init__(self, optimizer: Optimizer, T_max: int, min_lr_ratio: float):
+        self.floors = [group.get("initial_lr", group["lr"]) * min_lr_ratio for group in optimizer.param_groups]
+        super().__init__(optimizer, T_max=T_max, eta_min=self.floors[0])
+
+    def get_lr(self) -> list[float]:
+        values = []
+        for i, floor in enumerate(self.floors):
+            self.eta_min = floor
+            values.append(super().get_lr()[i])
+        self.eta_min = self.floors[0]
+        return values
 
 
 def onecycle(optimizer: Optimizer, *, steps_per_epoch: int, max_epochs: int, warmup_epochs: float,

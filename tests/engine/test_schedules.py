@@ -51,3 +51,28 @@ def test_warmup_is_clipped_to_a_fifth_of_a_short_run(name):
     assert peak <= 4 and values[peak] == pytest.approx(0.1)
     if name in ("cosine", "onecycle"):
         assert values[-1] < 0.02
+
+
+def test_cosine_keeps_every_groups_own_floor():
+    """Two groups (e.g. an encoder at lr x 0.1 and the fusion at lr): each decays to min_lr_ratio x its own lr."""
+    cfg = OmegaConf.merge(OmegaConf.load(f"{config_dir()}/scheduler/cosine.yaml"), {"warmup_epochs": 0.0,
+                                                                                    "min_lr_ratio": 0.1})
+    optimizer = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.01},
+                                 {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1.0}])
+    scheduler = instantiate(cfg)(optimizer, steps_per_epoch=10, max_epochs=2)
+    for _ in range(20):
+        optimizer.step()
+        scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.001, 0.1])
+
+
+def test_cosine_with_one_rate_is_torchs_schedule():
+    cfg = OmegaConf.merge(OmegaConf.load(f"{config_dir()}/scheduler/cosine.yaml"), {"warmup_epochs": 0.0,
+                                                                                    "min_lr_ratio": 0.01})
+    ours = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    theirs = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    a = instantiate(cfg)(ours, steps_per_epoch=7, max_epochs=3)
+    b = torch.optim.lr_scheduler.CosineAnnealingLR(theirs, T_max=21, eta_min=0.001)
+    for _ in range(21):
+        ours.step(), theirs.step(), a.step(), b.step()
+        assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"]  # bit for bit

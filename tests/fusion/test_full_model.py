@@ -26,8 +26,8 @@ def batch_and_cfg(tmp_path_factory):
         cfg = compose("train", overrides=["data=csv", f"data.csv={csv}", "data.image_size=32",
                                           "data.audio.sample_rate=8000", "data.audio.seconds=0.25"])
     table = load_data(cfg.data, ["image", "text", "audio"], cfg.seed)
-    tokenizer = build_tokenizer(cfg.data, table.splits["train"]["text"].tolist())
-    loader = make_split_loader(table, "train", cfg.data, tokenizer, batch_size=BATCH, train=True, num_workers=0,
+    tokenizer = build_tokenizer(cfg, table.splits["train"]["text"].tolist())
+    loader = make_split_loader(table, "train", cfg, tokenizer, batch_size=BATCH, train=True, num_workers=0,
                                seed=0, pin_memory=False)
     return next(iter(loader)), cfg, tokenizer
 

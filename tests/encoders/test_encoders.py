@@ -3,16 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from crossmodal_cli.build import _instantiate
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.paths import config_dir
-
-
-def build(group: str, name: str, **runtime):
-    """Through build's instantiate wrapper, as cmtrain does (user errors come out as CrossmodalError)."""
-    return _instantiate(OmegaConf.load(f"{config_dir()}/encoder/{group}/{name}.yaml"), f"encoder/{group}", **runtime)
+from yaml_encoders import build
 
 
 @pytest.mark.parametrize("name, size, dim, grid", [("tiny_cnn", 32, 128, 4), ("resnet18", 64, 512, 4)])

@@ -1,0 +1,22 @@
+"""Encoders built from their real YAML the way cmtrain builds them, for the tests in this folder."""
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from crossmodal_cli.build import _instantiate, encoder_node
+from crossmodal_cli.paths import config_dir
+
+
+def yaml(group: str, name: str):
+    return OmegaConf.load(f"{config_dir()}/encoder/{group}/{name}.yaml")
+
+
+def build(group: str, name: str, /, **values):
+    """configs/encoder/GROUP/NAME.yaml built as cmtrain builds it (build.encoder_node drops the keys the build reads
+    itself; user errors come out as one-line CrossmodalError). `values` override YAML keys; the others are run-time
+    values (vocab_size, sample_rate, architecture, ...)."""
+    node = yaml(group, name)
+    runtime = {k: v for k, v in values.items() if k not in node}
+    node.merge_with({k: v for k, v in values.items() if k in node})
+    cfg = OmegaConf.create({"encoder": {group: node}, "data": {"image_size": None, "resize": None}})
+    return _instantiate(encoder_node(cfg, group)[0], f"encoder/{group}", **runtime)

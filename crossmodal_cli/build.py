@@ -83,12 +83,11 @@ def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, cla
     """
     files = ", ".join(f"{key}={data[key]}" for key in ("csv", "train_csv", "val_csv", "test_csv") if data.get(key))
     separator = data.get("separator", "auto")  # .get: configs stored in checkpoints written before these keys existed
-    text = data.text.tokenizer or f"WordPiece built from the training texts (vocab {data.text.vocab_size}" \
-        f"{', lowercase' if data.text.lowercase else ''})"
     log.info("data: %s; separator %s; on_missing=%s", files or "no CSV set", repr(separator), data.on_missing)
-    log.info("data inputs: image %s px, augment %s; text %s, max %d tokens; audio %d Hz, %s s",
+    log.info("data inputs: image %s px, resize %s, augment %s; text max %d tokens; audio %d Hz, %s s",
              data.image_size if data.image_size is not None else "(the encoder's)",
-             data.augment, text, data.text.max_length, data.audio.sample_rate, data.audio.seconds)
+             data.get("resize") or "(the encoder's)", data.augment, data.text.max_length, data.audio.sample_rate,
+             data.audio.seconds)
     if data.get("demo"):
         ensure_demo(data.demo.folder, num_samples=data.demo.num_samples, seed=data.demo.seed,
                     image_size=data.image_size, sample_rate=data.audio.sample_rate, seconds=data.audio.seconds)
@@ -111,9 +110,13 @@ def build_tokenizer(cfg: DictConfig, train_texts: Sequence[str]):
     else a WordPiece tokenizer trained on the training texts."""
     pretrained = cfg.encoder.text.get("pretrained")
     if pretrained:
+        log.info("tokenizer: the text encoder's own, from %s", pretrained)
         return load_pretrained_tokenizer(pretrained, key="encoder.text.pretrained")
     if cfg.data.text.tokenizer:
+        log.info("tokenizer: %s (data.text.tokenizer)", cfg.data.text.tokenizer)
         return load_pretrained_tokenizer(cfg.data.text.tokenizer)
+    log.info("tokenizer: WordPiece built from the training texts (data.text.vocab_size=%d%s)",
+             cfg.data.text.vocab_size, ", lowercase" if cfg.data.text.lowercase else "")
     return train_wordpiece(train_texts, vocab_size=cfg.data.text.vocab_size, lowercase=cfg.data.text.lowercase)
 
 
@@ -274,7 +277,7 @@ def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> list[str]:
     order naming an unknown modality, …) fails in one line before any data is read. Returns the task's metric
     names (what trainer.monitor may name)."""
     runtime = {"image": {}, "audio": {"sample_rate": cfg.data.audio.sample_rate},
-               "text": {"vocab_size": 64, "max_length": cfg.data.text.max_length, "pad_token_id": 0}}
+               "text": {"vocab_size": 8, "max_length": cfg.data.text.max_length, "pad_token_id": 0}}
     widths = {}
     for m in modalities:
         encoder = _dry_build(encoder_node(cfg, m)[0], f"encoder/{m}", **runtime[m])

@@ -219,7 +219,6 @@ def test_load_data_logs_the_effective_settings_first(dataset_csv, config, caplog
         load_data(data, None, seed=0)
     first, second = [r.getMessage() for r in caplog.records[:2]]
     assert first == f"data: csv={dataset_csv}; separator 'auto'; on_missing=error"
-    size, vocab, length, rate, seconds = (32, 200, 16, 8000, 0.5) if config == "demo" else \
-        ("(the encoder's)", 8000, 128, 16000, 5.0)
-    assert second == (f"data inputs: image {size} px, augment False; text WordPiece built from the training texts "
-                      f"(vocab {vocab}, lowercase), max {length} tokens; audio {rate} Hz, {seconds} s")
+    size, length, rate, seconds = (32, 16, 8000, 0.5) if config == "demo" else ("(the encoder's)", 128, 16000, 5.0)
+    assert second == (f"data inputs: image {size} px, resize (the encoder's), augment False; text max {length} "
+                      f"tokens; audio {rate} Hz, {seconds} s")

@@ -66,3 +66,23 @@ def test_trained_tokenizer_spells_unseen_words_with_known_characters():
     tok = train_wordpiece(["a red thing", "the blue one"], vocab_size=100, lowercase=True)
     pieces = tok.convert_ids_to_tokens(tok("Red BLUED")["input_ids"])
     assert pieces == ["[CLS]", "red", "blue", "##d", "[SEP]"]  # ##d seen in "red"
+
+
+@pytest.mark.parametrize("size", [(500, 300), (300, 500)])
+def test_shorter_side_center_crop_keeps_the_aspect_ratio(tmp_path, size):
+    """A 500x300 photo: its shorter side is scaled to 32, then the centred 32x32 square is cut, so a centred circle
+    stays round; squash would make it an ellipse."""
+    from PIL import ImageDraw
+
+    width, height = size
+    image = Image.new("RGB", size, "black")
+    r = min(width, height) // 2 - 10
+    ImageDraw.Draw(image).ellipse((width // 2 - r, height // 2 - r, width // 2 + r, height // 2 + r), fill="white")
+    path = tmp_path / "photo.png"
+    image.save(path)
+    crop = load_image(str(path), 32, "shorter_side_center_crop")[0].numpy() > 127
+    squash = load_image(str(path), 32, "squash")[0].numpy() > 127
+    rows, cols = crop.any(axis=1).sum(), crop.any(axis=0).sum()
+    assert crop.shape == (32, 32) and abs(int(rows) - int(cols)) <= 1           # round
+    srows, scols = squash.any(axis=1).sum(), squash.any(axis=0).sum()
+    assert abs(int(srows) - int(scols)) >= 6                                      # squashed into an ellipse

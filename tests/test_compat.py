@@ -1,0 +1,54 @@
+"""Checkpoints written before the config schema, pretrained encoders and the feature cache still evaluate."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+
+from crossmodal_cli.engine.checkpoint import save_checkpoint
+from crossmodal_cli.evaluate import evaluate
+from crossmodal_cli.paths import config_dir
+from crossmodal_cli.train import train
+from tests.conftest import write_dataset
+
+NEW_KEYS = {"data": ["resize", "separator"], "trainer": ["feature_cache", "cache_dir"]}
+TRANSFER = ["freeze", "unfreeze_at_epoch", "lr_scale", "layer_decay", "image_size", "resize"]
+
+
+def as_version_1(state: dict) -> dict:
+    """The checkpoint as the first release wrote it: no stored architectures, a config without the keys added since
+    (data.image_size was always a number then)."""
+    config = yaml.safe_load(state["config"])
+    for group, keys in NEW_KEYS.items():
+        for key in keys:
+            config[group].pop(key, None)
+    config["data"]["image_size"] = 32
+    for node in config["encoder"].values():
+        for key in TRANSFER:
+            node.pop(key, None)
+    old = {k: v for k, v in state.items() if k not in ("encoders", "format", "version")}
+    return {**old, "config": yaml.safe_dump(config)}
+
+
+def test_a_version_1_checkpoint_evaluates(tmp_path):
+    csv = write_dataset(tmp_path / "ds", n=24, with_split=True)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["data=csv", f"data.csv={csv}", "data.image_size=32", "trainer.max_epochs=1",
+                                          "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress_bar=false",
+                                          "data.text.max_length=16", "data.audio.sample_rate=8000",
+                                          "data.audio.seconds=0.5"])
+    trained = train(cfg, tmp_path / "run")
+    state = torch.load(tmp_path / "run/checkpoints/best.ckpt", weights_only=True)
+    old = tmp_path / "old.ckpt"
+    save_checkpoint(as_version_1(state), old)
+    assert "encoders" not in torch.load(old, weights_only=True)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        eval_cfg = compose("eval", overrides=[f"ckpt={old}", "trainer.num_workers=0"])
+    (tmp_path / "ev").mkdir()
+    metrics = evaluate(eval_cfg, tmp_path / "ev")
+    assert metrics["accuracy"] == pytest.approx(trained["test"]["accuracy"])
+    assert metrics["loss"] == pytest.approx(trained["test"]["loss"], rel=1e-5)
+    assert json.loads((tmp_path / "ev/metrics.json").read_text())["test"]["loss"] == pytest.approx(metrics["loss"])

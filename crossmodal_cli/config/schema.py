@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,27 +36,30 @@ Seed = Annotated[int, Range(ge=0, le=2**32 - 1)]
 
 # ---- plain groups ----------------------------------------------------------------------------------------------
 
+Column = Annotated[Union[str, int], "a column name of the CSV"]  # a header may be a number ("0")
+
+
 @dataclass
 class ColumnsSchema:
-    image: str
-    text: str
-    audio: str
-    label: str
-    split: Optional[str] = None
+    image: Column
+    text: Column
+    audio: Column
+    label: Column
+    split: Optional[Column] = None
 
 
 @dataclass
 class TextDataSchema:
     tokenizer: Path_
-    vocab_size: Annotated[int, Range(ge=16), "size of the WordPiece vocabulary trained on the texts"]
+    vocab_size: Annotated[int, Range(ge=16, le=1_000_000), "size of the WordPiece vocabulary trained on the texts"]
     lowercase: bool
-    max_length: Annotated[int, Range(ge=2), "tokens per text, [CLS] and [SEP] included"]
+    max_length: Annotated[int, Range(ge=2, le=8192), "tokens per text, [CLS] and [SEP] included"]
 
 
 @dataclass
 class AudioDataSchema:
-    sample_rate: Annotated[int, Range(ge=1000), "samples per second, e.g. 16000"]
-    seconds: Annotated[float, Range(gt=0), "clip length in seconds"]
+    sample_rate: Annotated[int, Range(ge=1000, le=192_000), "samples per second, e.g. 16000"]
+    seconds: Annotated[float, Range(gt=0, le=600), "clip length in seconds"]
 
 
 @dataclass
@@ -78,7 +82,7 @@ class DataSchema:
     validation_cache: Path_
     val_fraction: Fraction
     test_fraction: Fraction
-    image_size: Annotated[Optional[Annotated[int, Range(ge=16)]], "pixels per side; null = the image encoder's"]
+    image_size: Annotated[Optional[Annotated[int, Range(ge=16, le=4096)]], "pixels per side; null = the image encoder's"]
     resize: Optional[Literal["squash", "shorter_side_center_crop"]]
     augment: bool
     text: TextDataSchema
@@ -137,7 +141,7 @@ class EncoderKeys:
     dropout: Fraction = ABSENT
     pooling: Literal["mean", "cls"] = ABSENT
     n_mels: Annotated[int, Range(ge=8)] = ABSENT
-    image_size: Annotated[int, Range(ge=16), "pixels per side"] = ABSENT
+    image_size: Annotated[int, Range(ge=16, le=4096), "pixels per side"] = ABSENT
     resize: Literal["squash", "shorter_side_center_crop"] = ABSENT
     freeze: bool = ABSENT
     unfreeze_at_epoch: Annotated[Optional[PositiveInt], "null = stays frozen"] = ABSENT
@@ -288,11 +292,37 @@ def validate_train(cfg: DictConfig, *, partial: bool = False) -> dict:
     if data["val_fraction"] + data["test_fraction"] >= 1:
         raise CrossmodalError(f"data.val_fraction={data['val_fraction']} data.test_fraction="
                               f"{data['test_fraction']}: together they must be < 1 (the rest is the training split)")
+    _check_files(values)
+    trainer = values["trainer"]
+    lower_is_better = trainer["monitor"].endswith("loss")
+    if lower_is_better != (trainer["monitor_mode"] == "min"):
+        raise CrossmodalError(f"trainer.monitor_mode={trainer['monitor_mode']}: with trainer.monitor="
+                              f"{trainer['monitor']} best.ckpt would be the worst epoch; use trainer.monitor_mode="
+                              f"{'min' if lower_is_better else 'max'}")
     fusion = values["fusion"]
     if isinstance(fusion.get("width"), int) and isinstance(fusion.get("heads"), int) and fusion["width"] % fusion["heads"]:
         raise CrossmodalError(f"fusion.heads={fusion['heads']}: must divide fusion.width={fusion['width']} "
                               f"(e.g. fusion.heads=4 or 8)")
     return values
+
+
+def _check_files(values: dict) -> None:
+    """Files and folders the config names exist (the demo CSV is generated later, so it is not checked)."""
+    data = values["data"]
+    if not data.get("demo"):
+        for key in ("csv", "train_csv", "val_csv", "test_csv"):
+            if data.get(key) and not Path(data[key]).expanduser().is_file():
+                raise CrossmodalError(f"data.{key}={data[key]}: CSV file not found")
+    for key, value in (("data.root", data.get("root")), ("data.text.tokenizer", data["text"].get("tokenizer"))):
+        if value and not Path(value).expanduser().is_dir():
+            raise CrossmodalError(f"{key}={value}: no such folder")
+    resume = values.get("resume")
+    if resume:
+        path = Path(resume).expanduser()
+        checkpoint = path if path.suffix == ".ckpt" else path / "checkpoints" / "last.ckpt"
+        if not checkpoint.is_file():
+            raise CrossmodalError(f"resume={resume}: no checkpoint at {checkpoint} (pass a run folder or a .ckpt "
+                                  f"file written by cmtrain)")
 
 
 def validate_eval(cfg: DictConfig) -> dict:

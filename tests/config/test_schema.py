@@ -94,6 +94,16 @@ BAD_TRAIN = [
     ("encoder.audio.hop_ms=0", "encoder.audio.hop_ms=0: must be a number > 0"),
     ("task.label_smoothing=1.5", "task.label_smoothing=1.5: must be a number >= 0 and < 1"),
     ("trainer.device=cuda:0", "trainer.device=cuda:0: no CUDA GPU is visible"),
+    ("trainer.monitor=val/loss", "trainer.monitor_mode=max: with trainer.monitor=val/loss best.ckpt would be the "
+                                 "worst epoch; use trainer.monitor_mode=min"),
+    ("trainer.monitor_mode=min", "trainer.monitor_mode=min: with trainer.monitor=val/accuracy best.ckpt would be"),
+    ("data=csv data.csv=nope.csv", "data.csv=nope.csv: CSV file not found"),
+    ("data.root=/nonexistent/folder", "data.root=/nonexistent/folder: no such folder"),
+    ("data.text.tokenizer=/nonexistent", "data.text.tokenizer=/nonexistent: no such folder"),
+    ("resume=/nonexistent/run", "resume=/nonexistent/run: no checkpoint at /nonexistent/run/checkpoints/last.ckpt"),
+    ("data.audio.seconds=100000", "data.audio.seconds=100000: must be a number > 0 and <= 600"),
+    ("encoder/text=hf encoder.text.pretrained=bert-base-uncased", "encoder.text.pretrained=bert-base-uncased: not a "
+                                                                  "local folder with a Hugging Face model"),
 ]
 
 
@@ -115,8 +125,9 @@ def test_the_shipped_configs_pass(tmp_path):
         check_train(f"fusion={fusion}")
     check_train("experiment=gpu_base", "trainer.device=cpu", "trainer.precision=fp32")
     for option in ("optimizer=sgd", "optimizer=adam", "scheduler=step", "scheduler=onecycle", "scheduler=none",
-                   "data=csv", "trainer.grad_clip=null", "seed=0", "trainer.num_workers=3"):
-        check_train(option)
+                   "data=csv", "trainer.grad_clip=null", "seed=0", "trainer.num_workers=3", "data.columns.label=0",
+                   "trainer.monitor=val/loss trainer.monitor_mode=min", "encoder/image=torchvision"):
+        check_train(*option.split())
 
 
 def test_modalities_without_brackets_is_one_modality():

@@ -39,9 +39,12 @@ def test_cmtrain_refuses_before_making_a_run_folder(tmp_path, args, message):
 
 
 def test_a_data_error_leaves_no_half_made_run_folder(tmp_path):
-    proc = run("cmtrain", "data=csv", "data.csv=missing.csv", "hydra.run.dir=run", cwd=tmp_path)
-    assert "missing.csv: CSV file not found" in one_error_line(proc)
+    (tmp_path / "bad.csv").write_text("text,class\nhello,a\n")  # found only when the data is read
+    proc = run("cmtrain", "data=csv", "data.csv=bad.csv", "hydra.run.dir=run", cwd=tmp_path)
+    assert "column 'label' (data.columns.label) not found" in one_error_line(proc)
     assert not (tmp_path / "run").exists()
+    proc = run("cmtrain", "data=csv", "data.csv=missing.csv", "hydra.run.dir=run", cwd=tmp_path)
+    assert one_error_line(proc) == "error: data.csv=missing.csv: CSV file not found"
 
 
 def test_every_job_of_a_sweep_is_checked_before_the_first_starts(tmp_path):

@@ -298,8 +298,9 @@ def build_optimizer(cfg: DictConfig, model: MultimodalModel) -> torch.optim.Opti
         decay = [p for p in group["params"] if p.ndim > 1]
         no_decay = [p for p in group["params"] if p.ndim <= 1]
         lr = base * group["lr_scale"]
-        groups += [{"params": decay, "lr": lr, "name": group["name"]},
-                   {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{group['name']}/no_decay"}]
+        groups += [{"params": decay, "lr": lr, "name": group["name"], "lr_scale": group["lr_scale"]},
+                   {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{group['name']}/no_decay",
+                    "lr_scale": group["lr_scale"]}]
     try:
         return make([g for g in groups if g["params"]])
     except (TypeError, ValueError) as err:

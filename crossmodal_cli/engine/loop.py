@@ -202,13 +202,23 @@ class Trainer:
             if p.step % s.log_every_n_steps == 0:
                 rate = p.seen / max(p.seconds, 1e-9)
                 bar.set_postfix(loss=f"{p.loss_sum / p.batch:.4f}", samples_s=f"{rate:.0f}")
-                self.reporter.scalars({"train/loss_running": p.loss_sum / p.batch,
-                                       "train/lr": self.scheduler.get_last_lr()[0]}, p.step)
+                self.reporter.scalars({"train/loss_running": p.loss_sum / p.batch, "train/lr": self._base_lr(),
+                                       **self._group_lrs()}, p.step)
             if stop.requested:
                 break
             if s.checkpoint_every_n_steps and p.step % s.checkpoint_every_n_steps == 0 and p.batch != batches:
                 self.checkpointer.save(self.state())
         bar.close()
+
+    def _base_lr(self) -> float:
+        """The schedule's learning rate at lr_scale 1 (what optimizer.lr configures), for the logs."""
+        groups = self.optimizer.param_groups
+        return next((g["lr"] for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0]["lr"])
+
+    def _group_lrs(self) -> dict[str, float]:
+        """{"lr/GROUP": lr} per named parameter group (per-encoder rates, layer-wise decay), for TensorBoard."""
+        return {f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups
+                if "name" in g and not g["name"].endswith("/no_decay")}
 
     def _optimizer_step(self, group_loss: torch.Tensor) -> None:
         """Clip, step, schedule; skip the step (and count it) when the loss is not finite."""
@@ -242,7 +252,7 @@ class Trainer:
         p, s = self.progress, self.s
         val, _ = evaluate(self.model, self.val_loader, self.task, s.device, s.precision, progress_bar=s.progress_bar)
         record = {"epoch": p.epoch, "step": p.step, "train/loss": p.loss_sum / max(p.batch, 1),
-                  **{f"val/{k}": v for k, v in val.items()}, "lr": self.scheduler.get_last_lr()[0],
+                  **{f"val/{k}": v for k, v in val.items()}, "lr": self._base_lr(),
                   "skipped_steps": p.skipped_steps, "seconds": p.seconds,
                   "samples_per_second": p.seen / max(p.seconds, 1e-9)}
         self.reporter.epoch(record, s.max_epochs)

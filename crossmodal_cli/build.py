@@ -271,6 +271,22 @@ def _dry_build(node: DictConfig, where: str, **runtime: Any) -> Any:
     return None
 
 
+def _dry_forward_image(encoder: torch.nn.Module, cfg: DictConfig) -> None:
+    """One forward pass on the meta device (shapes only): an image size too small for the encoder's
+    downsampling is one line now, not a traceback at the first training step."""
+    size = image_input(cfg)[0]
+    try:
+        with torch.device("meta"):
+            encoder(torch.zeros(2, 3, size, size, dtype=torch.uint8))
+    except RuntimeError as err:
+        if "too small" in str(err):
+            raise CrossmodalError(f"data.image_size={size}: too small for encoder/image "
+                                  f"({cfg.encoder.image._target_}): {str(err).splitlines()[0]}; use larger images "
+                                  f"or an encoder that downsamples less") from None
+    except Exception:  # an operation the meta device does not support: left to the real run
+        pass
+
+
 def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> list[str]:
     """Build the encoders, the fusion and the task once on the meta device (no memory, no weights) with stand-in
     run-time values, so a value only a constructor can judge (hidden_size not divisible by num_heads, a fusion
@@ -282,6 +298,8 @@ def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> list[str]:
     for m in modalities:
         encoder = _dry_build(encoder_node(cfg, m)[0], f"encoder/{m}", **runtime[m])
         widths[m] = int(getattr(encoder, "out_dim", 8))
+        if m == "image" and encoder is not None:
+            _dry_forward_image(encoder, cfg)
     _dry_build(cfg.fusion, "fusion", in_dims=widths)
     task = _instantiate(cfg.task, "task", num_classes=2)
     return list(task.metrics().keys())

@@ -5,8 +5,9 @@
 
 Builds the paraphrase data set (texts + 64 px images, `crossmodal_cli/data/paraphrase.py`), then runs, in this
 order and on the same machine:
-  1. one uncached job: MiniLM text encoder (frozen) + torchvision ResNet-18 (frozen, random init), concat fusion;
-     both encoders run on every batch of every epoch;
+  1. one uncached job: MiniLM text encoder (frozen) + torchvision ResNet-18 (frozen; its weights from a file this
+     script writes once, as a downloaded ImageNet file would be), concat fusion; both encoders run on every batch
+     of every epoch;
   2. the 30-job sweep `cmtrain -m fusion=<all 10> seed=1,2,3 … trainer.feature_cache=true` into an empty cache;
 and prints the wall-clock ratio sweep / uncached job and the ratio of the median epoch times (training seconds
 from metrics.jsonl, uncached / cached), as a table and as JSON. Absolute times depend on the machine; the ratios
@@ -22,6 +23,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
+import torchvision
 
 from crossmodal_cli.data.paraphrase import make_paraphrase_data
 
@@ -52,9 +56,13 @@ def main() -> None:
     out = Path(opts.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
     csv = make_paraphrase_data(out / "data", opts.rows, image_size=64)
+    torch.manual_seed(0)
+    weights = out / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
     common = ["data=csv", f"data.csv={csv}", "modalities=[image,text]", "encoder/text=hf",
               f"encoder.text.pretrained={Path(opts.minilm).resolve()}", "encoder/image=torchvision",
-              "encoder.image.name=resnet18", "encoder.image.image_size=64", "encoder.text.freeze=true",
+              "encoder.image.name=resnet18", f"encoder.image.weights={weights}", "encoder.image.image_size=64",
+              "encoder.text.freeze=true",
               "encoder.image.freeze=true", "data.text.max_length=32", f"trainer.max_epochs={opts.epochs}",
               "trainer.progress_bar=false", f"trainer.cache_dir={out / 'cache'}"]
     uncached_s = run([*common, "fusion=concat", f"hydra.run.dir={out / 'uncached'}"], out)

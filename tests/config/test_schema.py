@@ -89,6 +89,8 @@ BAD_TRAIN = [
                                                          "num_heads=7"),
     ("encoder.text.pooling=max", "encoder.text.pooling=max: must be one of mean, cls"),
     ("encoder.image.channels=[]", "encoder.image.channels=[]: must be a non-empty list"),
+    ("data.image_size=32 encoder.image.channels=[8,8,8,8,8,8]", "data.image_size=32: too small for encoder/image "
+                                                                "(crossmodal_cli.encoders.image.TinyCNN): Given input"),
     ("encoder.image.std=[0.5,0,0.5]", "encoder.image.std=[0.5,0,0.5]: must be a list of 3 numbers > 0"),
     ("encoder/image=resnet18 encoder.image.arch=vgg16", "encoder.image.arch=vgg16: not a torchvision ResNet"),
     ("encoder.audio.hop_ms=0", "encoder.audio.hop_ms=0: must be a number > 0"),

@@ -84,9 +84,10 @@ def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, cla
     files = ", ".join(f"{key}={data[key]}" for key in ("csv", "train_csv", "val_csv", "test_csv") if data.get(key))
     separator = data.get("separator", "auto")  # .get: configs stored in checkpoints written before these keys existed
     log.info("data: %s; separator %s; on_missing=%s", files or "no CSV set", repr(separator), data.on_missing)
-    log.info("data inputs: image %s px, resize %s, augment %s; text max %d tokens; audio %d Hz, %s s",
+    log.info("data inputs: image %s px, resize %s, augment %s; text max %d tokens; audio %s Hz, %s s",
              data.image_size if data.image_size is not None else "(the encoder's)",
-             data.get("resize") or "(the encoder's)", data.augment, data.text.max_length, data.audio.sample_rate,
+             data.get("resize") or "(the encoder's)", data.augment, data.text.max_length,
+             data.audio.sample_rate if data.audio.sample_rate is not None else "(the encoder's)",
              data.audio.seconds)
     if data.get("demo"):
         ensure_demo(data.demo.folder, num_samples=data.demo.num_samples, seed=data.demo.seed,
@@ -132,13 +133,24 @@ def image_input(cfg: DictConfig) -> tuple[int, str]:
     return int(size), str(resize)
 
 
+def audio_rate(cfg: DictConfig) -> int:
+    """The sample rate clips are resampled to: what the audio encoder declares (encoder.audio.sample_rate),
+    unless data.audio.sample_rate says otherwise."""
+    rate = cfg.data.audio.sample_rate
+    rate = rate if rate is not None else cfg.encoder.audio.get("sample_rate")
+    if rate is None:
+        raise CrossmodalError(f"data.audio.sample_rate: null means 'as the audio encoder declares', but encoder.audio "
+                              f"({cfg.encoder.audio.get('_target_')}) declares no sample_rate; set it")
+    return int(rate)
+
+
 def make_split_loader(table: Table, split: str, cfg: DictConfig, tokenizer, *, batch_size: int, train: bool,
                       num_workers: int, seed: int, pin_memory: bool, drop_last: bool = False, augment: bool = True):
     """A DataLoader over one split, preparing inputs as the encoders declare (image size and resize mode)."""
     data = cfg.data
     size, resize = image_input(cfg) if "image" in table.modalities else (0, "squash")
     dataset = TableDataset(table.splits[split], table.modalities, size,
-                           AudioSettings(data.audio.sample_rate, data.audio.seconds), train=train,
+                           AudioSettings(audio_rate(cfg), data.audio.seconds), train=train,
                            augment=data.augment and augment, seed=seed, resize=resize)
     return make_loader(dataset, Collate(tokenizer, data.text.max_length), batch_size=batch_size, shuffle=train,
                        num_workers=num_workers, seed=seed, pin_memory=pin_memory, drop_last=drop_last)
@@ -161,7 +173,7 @@ def make_loaders(cfg: DictConfig, table: Table, model: MultimodalModel, tokenize
     settings = {"image": {"size": size, "resize": resize},
                 "text": {"max_length": cfg.data.text.max_length,
                          "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None},
-                "audio": {"sample_rate": cfg.data.audio.sample_rate, "seconds": cfg.data.audio.seconds}}
+                "audio": {"sample_rate": audio_rate(cfg), "seconds": cfg.data.audio.seconds}}
 
     def describe(m: str) -> dict:
         node = OmegaConf.to_container(encoder_node(cfg, m)[0])
@@ -169,7 +181,7 @@ def make_loaders(cfg: DictConfig, table: Table, model: MultimodalModel, tokenize
                 "precision": precision}
 
     def encode(m: str, distinct) -> Encoded:
-        dataset = TableDataset(distinct.assign(target=0), [m], size, AudioSettings(cfg.data.audio.sample_rate,
+        dataset = TableDataset(distinct.assign(target=0), [m], size, AudioSettings(audio_rate(cfg),
                                cfg.data.audio.seconds), train=False, augment=False, seed=seed, resize=resize)
         loader = make_loader(dataset, Collate(tokenizer, cfg.data.text.max_length), batch_size=batch_size,
                              shuffle=False, num_workers=num_workers, seed=seed, pin_memory=device.type == "cuda")
@@ -198,6 +210,7 @@ def _instantiate(node: DictConfig, where: str, **runtime: Any) -> Any:
 
 TRANSFER_KEYS = ("freeze", "unfreeze_at_epoch", "lr_scale", "layer_decay")  # read here, not by the encoder
 SPEC_KEYS = ("image_size", "resize")  # declared for the data pipeline; passed on only where the encoder takes them
+RUNTIME_SPEC_KEYS = ("sample_rate",)  # declared in the YAML, passed at run time as the effective value
 
 
 def encoder_node(cfg: DictConfig, modality: str, *, rebuild: bool = False) -> tuple[DictConfig, Transfer]:
@@ -209,6 +222,8 @@ def encoder_node(cfg: DictConfig, modality: str, *, rebuild: bool = False) -> tu
     for key in SPEC_KEYS:
         if key in node and key not in accepted:
             node.pop(key)
+    for key in RUNTIME_SPEC_KEYS:
+        node.pop(key, None)
     if modality == "image" and "image_size" in node:
         node.image_size, node.resize = image_input(cfg)
     if rebuild and "weights" in node:
@@ -229,7 +244,7 @@ def build_model(cfg: DictConfig, modalities: Sequence[str], num_classes: int, to
 
     `architectures` ({modality: JSON text or None}, stored in a checkpoint) rebuild pretrained encoders without
     their original folders or weight files; the caller then loads the checkpoint's state dict."""
-    runtime = {"image": {}, "audio": {"sample_rate": cfg.data.audio.sample_rate},
+    runtime = {"image": {}, "audio": {"sample_rate": audio_rate(cfg)},
                "text": {"vocab_size": len(tokenizer) if tokenizer is not None else 0,
                         "max_length": cfg.data.text.max_length,
                         "pad_token_id": tokenizer.pad_token_id if tokenizer is not None else 0}}
@@ -292,7 +307,7 @@ def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> list[str]:
     run-time values, so a value only a constructor can judge (hidden_size not divisible by num_heads, a fusion
     order naming an unknown modality, …) fails in one line before any data is read. Returns the task's metric
     names (what trainer.monitor may name)."""
-    runtime = {"image": {}, "audio": {"sample_rate": cfg.data.audio.sample_rate},
+    runtime = {"image": {}, "audio": {"sample_rate": audio_rate(cfg)},
                "text": {"vocab_size": 8, "max_length": cfg.data.text.max_length, "pad_token_id": 0}}
     widths = {}
     for m in modalities:

@@ -265,7 +265,7 @@ def check_target(key: str, node: Any, spec: Target) -> None:
         if name not in params and name not in spec.own and not open_keys:
             raise _unknown(f"{key}.{name}", str(name), [n for n in params if n not in spec.runtime] + sorted(spec.own),
                            f"for {node['_target_']}")
-        if name in spec.runtime:
+        if name in spec.runtime and name not in spec.own:
             raise CrossmodalError(f"{key}.{name}: set by crossmodal at run time; remove it from the config")
         if name in ranged:
             check_value(f"{key}.{name}", value, ranged[name])

@@ -58,7 +58,8 @@ class TextDataSchema:
 
 @dataclass
 class AudioDataSchema:
-    sample_rate: Annotated[int, Range(ge=1000, le=192_000), "samples per second, e.g. 16000"]
+    sample_rate: Annotated[Optional[Annotated[int, Range(ge=1000, le=192_000)]],
+                           "samples per second, e.g. 16000; null = the audio encoder's"]
     seconds: Annotated[float, Range(gt=0, le=600), "clip length in seconds"]
 
 
@@ -151,6 +152,7 @@ class EncoderKeys:
                                     "a local folder with a Hugging Face model")] = ABSENT
     n_fft: Annotated[int, Range(ge=16)] = ABSENT
     hop_ms: PositiveFloat = ABSENT
+    sample_rate: Annotated[int, Range(ge=1000, le=192_000), "samples per second"] = ABSENT
 
 
 @dataclass
@@ -205,7 +207,8 @@ class EncodersSchema:
     image: Annotated[dict, Target(EncoderKeys, frozenset({"architecture"}), BUILD_KEYS)]
     text: Annotated[dict, Target(EncoderKeys, frozenset({"vocab_size", "max_length", "pad_token_id", "architecture"}),
                                  BUILD_KEYS)]
-    audio: Annotated[dict, Target(EncoderKeys, frozenset({"sample_rate", "architecture"}), BUILD_KEYS)]
+    audio: Annotated[dict, Target(EncoderKeys, frozenset({"sample_rate", "architecture"}),
+                                  BUILD_KEYS | {"sample_rate"})]
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import write_dataset
+from tests.conftest import write_dataset
 from crossmodal_cli.data import modalities, validation
 from crossmodal_cli.data.modalities import load_image
 from crossmodal_cli.data.table import load_table

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import write_dataset
+from tests.conftest import write_dataset
 from crossmodal_cli.data.table import load_table, stratified_split
 from crossmodal_cli.errors import CrossmodalError
 

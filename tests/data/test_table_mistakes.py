@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import write_dataset
+from tests.conftest import write_dataset
 from crossmodal_cli.build import load_data
 from crossmodal_cli.data.csvfile import detect_separator
 from crossmodal_cli.data.table import load_table
@@ -219,6 +219,6 @@ def test_load_data_logs_the_effective_settings_first(dataset_csv, config, caplog
         load_data(data, None, seed=0)
     first, second = [r.getMessage() for r in caplog.records[:2]]
     assert first == f"data: csv={dataset_csv}; separator 'auto'; on_missing=error"
-    size, length, rate, seconds = (32, 16, 8000, 0.5) if config == "demo" else ("(the encoder's)", 128, 16000, 5.0)
+    size, length, rate, seconds = (32, 16, 8000, 0.5) if config == "demo" else ("(the encoder's)", 128, "(the encoder's)", 5.0)
     assert second == (f"data inputs: image {size} px, resize (the encoder's), augment False; text max {length} "
                       f"tokens; audio {rate} Hz, {seconds} s")

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import write_dataset
+from tests.conftest import write_dataset
 from crossmodal_cli.build import load_data
 from crossmodal_cli.data import validation
 from crossmodal_cli.data.table import load_table

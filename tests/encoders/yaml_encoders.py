@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from crossmodal_cli.build import _instantiate, encoder_node
+from crossmodal_cli.build import RUNTIME_SPEC_KEYS, _instantiate, encoder_node
 from crossmodal_cli.paths import config_dir
 
 
@@ -16,7 +16,7 @@ def build(group: str, name: str, /, **values):
     itself; user errors come out as one-line CrossmodalError). `values` override YAML keys; the others are run-time
     values (vocab_size, sample_rate, architecture, ...)."""
     node = yaml(group, name)
-    runtime = {k: v for k, v in values.items() if k not in node}
-    node.merge_with({k: v for k, v in values.items() if k in node})
+    runtime = {k: v for k, v in values.items() if k not in node or k in RUNTIME_SPEC_KEYS}
+    node.merge_with({k: v for k, v in values.items() if k in node and k not in RUNTIME_SPEC_KEYS})
     cfg = OmegaConf.create({"encoder": {group: node}, "data": {"image_size": None, "resize": None}})
     return _instantiate(encoder_node(cfg, group)[0], f"encoder/{group}", **runtime)

@@ -3,7 +3,7 @@
 
     python scripts/benchmark_cache.py --minilm DIR [--rows 3000] [--epochs 5] [--out benchmark-cache]
 
-Builds the paraphrase data set (texts + 64 px images, `crossmodal_cli/data/paraphrase.py`), then runs, in this
+Builds the paraphrase data set (texts + 128 px images, `crossmodal_cli/data/paraphrase.py`), then runs, in this
 order and on the same machine:
   1. one uncached job: MiniLM text encoder (frozen) + torchvision ResNet-18 (frozen; its weights from a file this
      script writes once, as a downloaded ImageNet file would be), concat fusion; both encoders run on every batch
@@ -55,13 +55,13 @@ def main() -> None:
     opts = parser.parse_args()
     out = Path(opts.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
-    csv = make_paraphrase_data(out / "data", opts.rows, image_size=64)
+    csv = make_paraphrase_data(out / "data", opts.rows, image_size=128)
     torch.manual_seed(0)
     weights = out / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
     common = ["data=csv", f"data.csv={csv}", "modalities=[image,text]", "encoder/text=hf",
               f"encoder.text.pretrained={Path(opts.minilm).resolve()}", "encoder/image=torchvision",
-              "encoder.image.name=resnet18", f"encoder.image.weights={weights}", "encoder.image.image_size=64",
+              "encoder.image.name=resnet18", f"encoder.image.weights={weights}", "encoder.image.image_size=128",
               "encoder.text.freeze=true",
               "encoder.image.freeze=true", "data.text.max_length=32", f"trainer.max_epochs={opts.epochs}",
               "trainer.progress_bar=false", f"trainer.cache_dir={out / 'cache'}"]

@@ -96,6 +96,20 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _same_file(source: Path, path: Path, state: dict[str, Any]) -> None:
+    """`path` holding what `source` (just written) holds: a hard link, renamed into place, so an identical
+    checkpoint is not written twice (frozen pretrained encoders make them large). The next save replaces
+    `source` by a new file and leaves `path` as it is. Where links are not supported, a second write."""
+    tmp = path.with_name(f".{path.name}.link.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        save_checkpoint(state, path)
+
+
 class Checkpointer:
     """Writes last.ckpt, best.ckpt and the most recent `keep_last_k` per-epoch snapshots (epoch-NNN.ckpt)."""
 
@@ -109,15 +123,15 @@ class Checkpointer:
         """Write last.ckpt (and best.ckpt, epoch-NNN.ckpt); a write that fails (disk full, quota, permissions)
         is one line saying that the previous files are intact and how to continue."""
         state = {**state, **self.extra}
-        path = self.folder / "last.ckpt"
+        last = path = self.folder / "last.ckpt"
         try:
             save_checkpoint(state, path)
             if best:
                 path = self.folder / "best.ckpt"
-                save_checkpoint(state, path)
+                _same_file(last, path, state)
             if epoch_end is not None and self.keep_last_k > 0:
                 path = self.folder / f"epoch-{epoch_end:03d}.ckpt"
-                save_checkpoint(state, path)
+                _same_file(last, path, state)
                 for old in sorted(self.folder.glob("epoch-*.ckpt"))[:-self.keep_last_k]:
                     old.unlink(missing_ok=True)
         except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError

@@ -206,3 +206,18 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, mon
                             f"cmtrain resume={run}")
     monkeypatch.undo()
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["epoch"] == 1
+
+
+def test_best_is_a_link_that_survives_the_next_save(tmp_path):
+    from crossmodal_cli.engine.checkpoint import Checkpointer
+
+    checkpointer = Checkpointer(tmp_path, keep_last_k=2, extra={})
+    checkpointer.save({"epoch": 1, "weights": torch.ones(10)}, best=True, epoch_end=1)
+    assert os.path.samefile(tmp_path / "last.ckpt", tmp_path / "best.ckpt")  # written once
+    checkpointer.save({"epoch": 2, "weights": torch.zeros(10)}, epoch_end=2)
+    assert load_checkpoint(tmp_path / "best.ckpt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "epoch-001.ckpt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "epoch-002.ckpt")["epoch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "epoch-001.ckpt", "epoch-002.ckpt",
+                                                          "last.ckpt"]

@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,6 +31,7 @@ from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.features import FeatureDataset, collate_features, encode_all, feature_entries, weights_digest
 from crossmodal_cli.model import MultimodalModel, Transfer
 from crossmodal_cli.paths import config_dir
+from crossmodal_cli.tasks.base import Task
 
 log = logging.getLogger(__name__)
 PATH_KEYS = ("csv", "train_csv", "val_csv", "test_csv", "root")
@@ -75,9 +77,11 @@ def absolute_data_paths(data: DictConfig) -> None:
         data.text.tokenizer = str(Path(data.text.tokenizer).expanduser().resolve())
 
 
-def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, classes: Sequence[str] | None = None,
+def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, task: Task | None = None,
               keep: Sequence[str] = SPLITS) -> Table:
-    """Generate the demo data if configured, then read, split and check the CSV(s) and every file they name.
+    """Generate the demo data if configured, then read, split and check the CSV(s) and every file they name;
+    the task (default: classification) turns the labels into targets, fitted on the training split unless it
+    already is (a checkpoint's task).
 
     A data.columns name that differs from configs/data/csv.yaml was set by the user: it must exist as written.
     """
@@ -96,13 +100,13 @@ def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, cla
     explicit = {key for key, name in data.columns.items() if name is not None and name != defaults.get(key)}
     table = load_table(csv=data.csv, train_csv=data.train_csv, val_csv=data.val_csv, test_csv=data.test_csv,
                        root=data.root, columns=data.columns, modalities=modalities, val_fraction=data.val_fraction,
-                       test_fraction=data.test_fraction, seed=seed, classes=classes, keep=keep,
-                       on_missing=data.on_missing, explicit=explicit, separator=separator)
+                       test_fraction=data.test_fraction, seed=seed, keep=keep, on_missing=data.on_missing,
+                       explicit=explicit, separator=separator, task=task)
     table.report = check_inputs(table, data.columns, data.on_missing,
                                 allow_outside_root=bool(data.get("allow_outside_root", False)),
                                 cache_dir=data.get("validation_cache"))
     sizes = ", ".join(f"{s} {len(f)}" for s, f in table.splits.items())
-    log.info("data: %s rows; %d classes; modalities %s", sizes, len(table.classes), ",".join(table.modalities))
+    log.info("data: %s rows; %s; modalities %s", sizes, table.task.describe(), ",".join(table.modalities))
     return table
 
 
@@ -238,9 +242,17 @@ def _parameters(target: str | None) -> set[str]:
         return set()
 
 
-def build_model(cfg: DictConfig, modalities: Sequence[str], num_classes: int, tokenizer,
-                architectures: Mapping[str, str | None] | None = None) -> tuple[MultimodalModel, Any]:
-    """Encoders for the chosen modalities, the fusion over their widths, the task head. Returns (model, task).
+def build_task(cfg: DictConfig, state: Mapping[str, Any] | None = None) -> Task:
+    """The configured task (configs/task/*.yaml); with `state` (from a checkpoint) already fitted."""
+    task = _instantiate(cfg.task, "task")
+    if state is not None:
+        task.load_state(state)
+    return task
+
+
+def build_model(cfg: DictConfig, modalities: Sequence[str], task: Task, tokenizer,
+                architectures: Mapping[str, str | None] | None = None) -> MultimodalModel:
+    """Encoders for the chosen modalities, the fusion over their widths, the (fitted) task's head.
 
     `architectures` ({modality: JSON text or None}, stored in a checkpoint) rebuild pretrained encoders without
     their original folders or weight files; the caller then loads the checkpoint's state dict."""
@@ -254,10 +266,38 @@ def build_model(cfg: DictConfig, modalities: Sequence[str], num_classes: int, to
         stored = (architectures or {}).get(m)
         extra = {"architecture": json.loads(stored)} if stored else {}
         encoders[m] = _instantiate(node, f"encoder/{m}", **runtime[m], **extra)
-    fusion = _instantiate(cfg.fusion, "fusion", in_dims={m: e.out_dim for m, e in encoders.items()})
-    task = _instantiate(cfg.task, "task", num_classes=num_classes)
+    in_dims = {m: e.out_dim for m, e in encoders.items()}
+    fusion = task.fusion(in_dims) or _instantiate(cfg.fusion, "fusion", in_dims=in_dims)
     return MultimodalModel(encoders, fusion, task.head(fusion.out_dim), modality_dropout=cfg.trainer.modality_dropout,
-                           transfer=transfer), task
+                           transfer=transfer)
+
+
+@dataclass
+class Rebuilt:
+    """A trained model as its checkpoint alone describes it: the stored config, fitted task, tokenizer (or None)
+    and the model with the checkpoint's weights (on the CPU)."""
+
+    config: DictConfig
+    task: Task
+    tokenizer: Any
+    model: MultimodalModel
+    modalities: list[str]
+
+
+def rebuild(state: Mapping[str, Any]) -> Rebuilt:
+    """Rebuild what a checkpoint holds, without its run folder, data, pretrained folders or weight files (cmeval,
+    and the teacher of a distillation)."""
+    from crossmodal_cli.config.schema import upgrade
+    from crossmodal_cli.data.modalities import tokenizer_from_json
+    from crossmodal_cli.engine.checkpoint import task_state
+
+    stored = upgrade(OmegaConf.create(state["config"]))
+    task = build_task(stored, task_state(state))
+    tokenizer = tokenizer_from_json(state["tokenizer"]) if state.get("tokenizer") else None
+    modalities = list(state["modalities"])
+    model = build_model(stored, modalities, task, tokenizer, architectures=state.get("encoders") or {})
+    model.load_state_dict(state["model"])
+    return Rebuilt(stored, task, tokenizer, model, modalities)
 
 
 def architectures_of(model: MultimodalModel) -> dict[str, str | None]:
@@ -302,11 +342,11 @@ def _dry_forward_image(encoder: torch.nn.Module, cfg: DictConfig) -> None:
         pass
 
 
-def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> list[str]:
+def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> Task:
     """Build the encoders, the fusion and the task once on the meta device (no memory, no weights) with stand-in
     run-time values, so a value only a constructor can judge (hidden_size not divisible by num_heads, a fusion
-    order naming an unknown modality, …) fails in one line before any data is read. Returns the task's metric
-    names (what trainer.monitor may name)."""
+    order naming an unknown modality, …) fails in one line before any data is read. Returns the (unfitted)
+    task, whose metric names trainer.monitor may name."""
     runtime = {"image": {}, "audio": {"sample_rate": audio_rate(cfg)},
                "text": {"vocab_size": 8, "max_length": cfg.data.text.max_length, "pad_token_id": 0}}
     widths = {}
@@ -316,8 +356,7 @@ def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> list[str]:
         if m == "image" and encoder is not None:
             _dry_forward_image(encoder, cfg)
     _dry_build(cfg.fusion, "fusion", in_dims=widths)
-    task = _instantiate(cfg.task, "task", num_classes=2)
-    return list(task.metrics().keys())
+    return build_task(cfg)
 
 
 def build_optimizer(cfg: DictConfig, model: MultimodalModel) -> torch.optim.Optimizer:

@@ -1,7 +1,8 @@
 """`cmeval ckpt=PATH`: rebuild model, tokenizer and labels from a checkpoint alone and evaluate it.
 
-Evaluates the checkpoint's own test split (or `split=val|train`), or `data.test_csv=OTHER.csv`; writes
-metrics.json and predictions.csv (row, CSV line, true label, predicted label, one probability column per class).
+Evaluates the checkpoint's own test split (or `split=val|train`), or `data.test_csv=OTHER.csv`, with the task's
+full metrics; writes metrics.json and predictions.csv (row, source file, CSV line, then the task's columns: for
+classification the true and predicted label and one probability column per class).
 """
 from __future__ import annotations
 
@@ -12,13 +13,11 @@ from pathlib import Path
 import hydra
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from crossmodal_cli.build import (build_model, load_data, make_split_loader, resolve_device, resolve_precision,
-                                  seed_everything)
+from crossmodal_cli.build import load_data, make_split_loader, rebuild, resolve_device, resolve_precision, seed_everything
 from crossmodal_cli.data.dataset import resolve_workers
-from crossmodal_cli.data.modalities import tokenizer_from_json
-from crossmodal_cli.config.schema import upgrade, validate_eval
+from crossmodal_cli.config.schema import validate_eval
 from crossmodal_cli.engine.checkpoint import load_checkpoint
 from crossmodal_cli.engine.loop import evaluate as evaluate_loader
 from crossmodal_cli.engine.reporting import metrics_table, write_json
@@ -62,35 +61,29 @@ def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     check_config(cfg)
     state = load_checkpoint(cfg.ckpt)
-    stored = upgrade(OmegaConf.create(state["config"]))
+    rebuilt = rebuild(state)
+    stored, task = rebuilt.config, rebuilt.task
     data, forced = _data_config(stored, cfg.data)
     split = forced or cfg.split
     seed_everything(stored.seed)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
-    classes = list(state["classes"])
-    table = load_data(data, list(state["modalities"]), stored.seed, classes=classes, keep=[split])
+    table = load_data(data, rebuilt.modalities, stored.seed, task, keep=[split])
     if len(table.splits[split]) == 0:
         raise CrossmodalError(f"{cfg.ckpt}: the stored data has no {split} split; "
                               f"pass data.test_csv=FILE.csv or split=val")
-    tokenizer = tokenizer_from_json(state["tokenizer"]) if state.get("tokenizer") else None
-    model, task = build_model(stored, table.modalities, len(classes), tokenizer,
-                              architectures=state.get("encoders") or {})
-    model.load_state_dict(state["model"])
-    model.to(device)
+    tokenizer, model = rebuilt.tokenizer, rebuilt.model.to(device)
     loader = make_split_loader(table, split, stored, tokenizer, batch_size=cfg.trainer.batch_size or
                                stored.trainer.batch_size, train=False, seed=stored.seed,
                                num_workers=resolve_workers(cfg.trainer.num_workers), pin_memory=device.type == "cuda")
     metrics, outputs = evaluate_loader(model, loader, task, device, precision, keep_outputs=True, desc=split,
-                                       progress_bar=True)
+                                       progress_bar=True, full=True)
     frame = table.splits[split]
-    rows = frame.iloc[outputs.indices.numpy()]
-    predictions = pd.DataFrame({"row": outputs.indices.numpy(), "source": rows["source"].to_numpy(),
-                                "line": rows["line"].to_numpy(), "label": rows["label"].to_numpy(),
-                                "predicted": [classes[i] for i in outputs.probabilities.argmax(1).tolist()]})
-    probabilities = pd.DataFrame(outputs.probabilities.numpy(), columns=[f"prob_{c}" for c in classes])
-    pd.concat([predictions, probabilities], axis=1).to_csv(run_dir / "predictions.csv", index=False,
-                                                           float_format="%.6f")
+    rows = frame.iloc[outputs.indices.numpy()].reset_index(drop=True)
+    where = pd.DataFrame({"row": outputs.indices.numpy(), "source": rows["source"].to_numpy(),
+                          "line": rows["line"].to_numpy()})
+    pd.concat([where, task.predictions(outputs.values, rows)], axis=1).to_csv(
+        run_dir / "predictions.csv", index=False, float_format="%.6f")
     write_json(run_dir / "metrics.json", {split: metrics, "checkpoint": str(Path(cfg.ckpt).resolve()),
                                           "rows": len(frame)})
     log.info("%s on %s (%d rows)\n%s\nwrote %s", Path(cfg.ckpt).name, split, len(frame),

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.tasks.base import collate_targets
 
 log = logging.getLogger(__name__)
 VERSION = 1
@@ -156,7 +157,7 @@ class FeatureDataset(Dataset):
         for n, i in enumerate(rows.tolist()):
             inputs = {m: {"pooled": p[n], "tokens": t[n], "mask": k[n]} for m, (p, t, k) in columns.items()}
             items.append({"inputs": inputs, "present": {m: bool(self.present[m][i]) for m in self.present},
-                          "target": int(self.targets[i]), "index": i})
+                          "target": self.targets[i], "index": i})
         return items
 
 
@@ -166,7 +167,7 @@ def collate_features(items: list[dict]) -> dict:
     inputs = {m: {k: torch.stack([it["inputs"][m][k] for it in items]) for k in ("pooled", "tokens", "mask")}
               for m in modalities}
     present = {m: torch.tensor([it["present"][m] for it in items]) for m in items[0]["present"]}
-    return {"inputs": inputs, "present": present, "target": torch.tensor([it["target"] for it in items]),
+    return {"inputs": inputs, "present": present, "target": collate_targets([it["target"] for it in items]),
             "index": torch.tensor([it["index"] for it in items])}
 
 

@@ -20,19 +20,20 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from crossmodal_cli.build import (absolute_data_paths, architectures_of, build_model, build_optimizer,
+from crossmodal_cli.build import (absolute_data_paths, architectures_of, build_model, build_optimizer, build_task,
                                   build_tokenizer, check_buildable, load_data, make_loaders, resolve_device,
                                   resolve_precision, seed_everything, to_yaml)
 from crossmodal_cli.config.schema import upgrade, validate_train
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_json
 from crossmodal_cli.data.table import MODALITIES
-from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint, restore_rng
+from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint, restore_rng, save_checkpoint, task_state
 from crossmodal_cli.engine.interrupt import TrainingInterrupted
 from crossmodal_cli.engine.loop import Trainer, TrainSettings, evaluate
 from crossmodal_cli.engine.reporting import RunReporter, metrics_table, write_json
 from crossmodal_cli.errors import CrossmodalError, Interrupted, exit_on_user_error
 from crossmodal_cli.paths import config_dir
+from crossmodal_cli.tasks.base import Task, collate_targets
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,31 @@ def check_config(cfg: DictConfig, *, partial: bool = False) -> None:
     validate_train(cfg, partial=partial)
     if isinstance(cfg.modalities, str):
         cfg.modalities = [cfg.modalities]
-    metric_names = check_buildable(cfg, list(cfg.modalities) if cfg.modalities else list(MODALITIES))
-    allowed = ["val/loss", *[f"val/{m}" for m in metric_names]]
-    if cfg.trainer.monitor not in allowed:
-        raise CrossmodalError(f"trainer.monitor={cfg.trainer.monitor}: use one of {', '.join(allowed)}")
+    task = check_buildable(cfg, list(cfg.modalities) if cfg.modalities else list(MODALITIES))
+    task.modalities(list(cfg.modalities) if cfg.modalities else None)
+    if not task.uses_fusion and cfg.trainer.modality_dropout > 0:
+        raise CrossmodalError(f"trainer.modality_dropout={cfg.trainer.modality_dropout}: {cfg.task._target_} has "
+                              f"no fusion to train with missing modalities; set trainer.modality_dropout=0")
+    resolve_monitor(cfg.trainer, task)
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
     if cfg.modalities:
         check_feature_cache(cfg, cfg.modalities)
+
+
+def resolve_monitor(trainer: DictConfig, task) -> None:
+    """trainer.monitor null = the task's own metric (val/accuracy for classification, val/mae for regression, ...);
+    trainer.monitor_mode null = max or min as that metric needs; a mode that contradicts the metric would make
+    best.ckpt the worst epoch and is refused. Sets both, in place, to the values used."""
+    allowed = ["val/loss", *[f"val/{m}" for m in task.metric_names()]]
+    monitor = trainer.monitor if trainer.monitor is not None else f"val/{task.monitor}"
+    if monitor not in allowed:
+        raise CrossmodalError(f"trainer.monitor={monitor}: use one of {', '.join(allowed)} (or null: the task's "
+                              f"val/{task.monitor})")
+    best = "max" if task.higher_is_better(monitor[len("val/"):]) else "min"
+    if trainer.monitor_mode is not None and trainer.monitor_mode != best:
+        raise CrossmodalError(f"trainer.monitor_mode={trainer.monitor_mode}: with trainer.monitor={monitor} best.ckpt "
+                              f"would be the worst epoch; use trainer.monitor_mode={best} (or null)")
+    trainer.monitor, trainer.monitor_mode = monitor, best
 
 
 def check_feature_cache(cfg: DictConfig, modalities: list[str]) -> None:
@@ -145,7 +164,8 @@ def _check_epoch_position(path: Path, progress: dict, before: dict, after: DictC
 def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> dict:
     """Train the configured model into run_dir (continuing from `resume`, a loaded checkpoint, if given).
 
-    Returns {"val": {...}, "test": {...} or None, "best_epoch": n} for the best checkpoint.
+    Returns {"val": {...}, "test": {...} or None, "monitor": "val/NAME", "best_epoch": n, ...} for the best
+    checkpoint (what metrics.json holds).
     """
     run_dir = Path(run_dir)
     if resume is None and (run_dir / "checkpoints" / "last.ckpt").exists():
@@ -160,8 +180,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
-    modalities = list(cfg.modalities) if cfg.modalities is not None else None
-    table = load_data(cfg.data, modalities, cfg.seed, classes=resume["classes"] if resume else None)
+    task = build_task(cfg, task_state(resume) if resume else None)
+    modalities = task.modalities(list(cfg.modalities) if cfg.modalities is not None else None)
+    table = load_data(cfg.data, modalities, cfg.seed, task)
     cfg.modalities = table.modalities  # stored resolved, so cmeval rebuilds exactly these encoders
     check_feature_cache(cfg, table.modalities)
 
@@ -170,12 +191,11 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
         tokenizer = tokenizer_from_json(resume["tokenizer"]) if resume else \
             build_tokenizer(cfg, table.splits["train"]["text"].tolist())
         tokenizer.save_pretrained(run_dir / "tokenizer")
-    write_json(run_dir / "labels.json", {"classes": table.classes})
+    write_json(run_dir / "labels.json", task.state())
     write_json(run_dir / "data_report.json", {"rows": {s: len(f) for s, f in table.splits.items()},
                                               "unusable_inputs": table.report, "on_missing": cfg.data.on_missing})
 
-    model, task = build_model(cfg, table.modalities, len(table.classes), tokenizer,
-                              architectures=resume.get("encoders") if resume else None)
+    model = build_model(cfg, table.modalities, task, tokenizer, architectures=resume.get("encoders") if resume else None)
     model.to(device)
     settings = _settings(cfg.trainer, device, precision)
     workers = resolve_workers(cfg.trainer.num_workers)
@@ -189,7 +209,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
              cfg.fusion._target_.rsplit(".", 1)[-1], counts["total"] / 1e6, counts["fusion"] / 1e6, device,
              precision, workers)
 
-    extra = {"config": to_yaml(cfg), "classes": table.classes, "modalities": table.modalities,
+    extra = {"config": to_yaml(cfg), "task": task.state(), "classes": table.classes, "modalities": table.modalities,
              "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None,
              "encoders": architectures_of(model)}
     reporter = RunReporter(run_dir, resume_epoch=resume["progress"]["epoch"] if resume else None,
@@ -203,16 +223,21 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
         progress = trainer.fit()
     finally:
         reporter.close()
-    return final_metrics(run_dir, model, task, loaders["val"], loaders["test"], device, precision, progress)
+    return final_metrics(run_dir, model, task, loaders["val"], loaders["test"], device, precision, progress,
+                         cfg.trainer.monitor)
 
 
-def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, precision: str, progress) -> dict:
-    """Evaluate best.ckpt on val and test; write metrics.json and log a table."""
-    best = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, precision: str, progress,
+                  monitor: str) -> dict:
+    """Evaluate best.ckpt on val and test with the task's full metrics; write metrics.json and log a table."""
+    best_path = run_dir / "checkpoints" / "best.ckpt"
+    best = load_checkpoint(best_path)
     model.load_state_dict(best["model"])
-    results = {"val": evaluate(model, val_loader, task, device, precision)[0], "test": None}
+    tune_task(task, model, val_loader, device, precision, best_path, best, run_dir)
+    results = {"val": evaluate(model, val_loader, task, device, precision, full=True)[0], "test": None}
     if test_loader is not None:
-        results["test"] = evaluate(model, test_loader, task, device, precision)[0]
+        results["test"] = evaluate(model, test_loader, task, device, precision, full=True)[0]
+    results["monitor"] = monitor
     results["best_epoch"] = progress.best_epoch
     results["skipped_steps"] = progress.skipped_steps
     results["parameters"] = model.parameter_counts()
@@ -223,6 +248,19 @@ def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, p
     log.info("best checkpoint (epoch %d of %d): %s\n%s", progress.best_epoch, progress.epoch - 1,
              run_dir / "checkpoints" / "best.ckpt", metrics_table({"val": results["val"], "test": results["test"]}))
     return results
+
+
+def tune_task(task, model, val_loader, device, precision: str, best_path: Path, best: dict, run_dir: Path) -> None:
+    """Let the task tune its decoding on the validation split's outputs of the best model (multi-label: the
+    threshold); when that changes its state, best.ckpt (rewritten atomically) and labels.json store the new one."""
+    if type(task).tune is Task.tune:
+        return
+    outputs = evaluate(model, val_loader, task, device, precision, keep_outputs=True)[1]
+    targets = collate_targets(list(val_loader.dataset.targets[outputs.indices.numpy()]))
+    if task.tune(outputs.values, targets):
+        log.info("tuned on the validation split: %s", task.describe())
+        save_checkpoint({**best, "task": task.state()}, best_path)
+        write_json(run_dir / "labels.json", task.state())
 
 
 RUN_FILES = (".hydra", "tokenizer", "labels.json", "data_report.json", "tensorboard", "metrics.jsonl")
@@ -267,7 +305,7 @@ def main(cfg: DictConfig) -> float | None:
                 "before training started; nothing was kept"
             raise Interrupted(f"interrupted (Ctrl-C) {where}") from None
         raise
-    split, name = cfg.trainer.monitor.split("/", 1)
+    split, name = results["monitor"].split("/", 1)
     return (results.get(split) or {}).get(name)
 
 

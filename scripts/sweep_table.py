@@ -4,7 +4,9 @@
     python scripts/sweep_table.py multirun/fusion [multirun/unimodal ...] [--sort val/accuracy]
 
 One row per finished job (a folder with metrics.json), in job order: the overrides that differ between jobs,
-validation and test accuracy of best.ckpt, its epoch, parameters (all, and the fusion's), the median training
+validation and test value of the monitored metric of best.ckpt (the task's: accuracy for classification, mae for
+regression, ...; read from metrics.json, or the job's stored config for runs written before it was recorded), its
+epoch, parameters (all, and the fusion's), the median training
 seconds per epoch from metrics.jsonl, and what the fusion reports about itself (e.g. learned modality weights).
 When `seed` is swept, jobs that differ only in their seed share one row: mean ± standard deviation (the median
 for seconds). Jobs without metrics.json (failed or still running) are listed below the table.
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+LOWER_IS_BETTER = {"loss", "mae", "rmse", "hamming_loss", "median_rank"}  # --sort puts the smallest first
+
 
 def load_job(folder: Path) -> dict:
     """One job's overrides (dict), metrics.json and per-epoch seconds; SystemExit naming the file if unreadable."""
@@ -30,13 +34,18 @@ def load_job(folder: Path) -> dict:
         path = folder / "metrics.jsonl"
         epochs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         seconds = [e["seconds"] for e in epochs]
-        accuracy = metrics["val"]["accuracy"]
-    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as err:
+        monitor = metrics.get("monitor")
+        if monitor is None:
+            path = folder / ".hydra" / "config.yaml"
+            monitor = (yaml.safe_load(path.read_text())["trainer"].get("monitor")) or "val/accuracy"
+        name = monitor.split("/", 1)[1]
+        value = metrics["val"][name]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError, IndexError) as err:
         raise SystemExit(f"{path}: not a readable cmtrain result ({type(err).__name__}: {err})") from None
-    if not isinstance(accuracy, (int, float)):
-        raise SystemExit(f"{folder / 'metrics.json'}: val.accuracy is not a number")
+    if not isinstance(value, (int, float)):
+        raise SystemExit(f"{folder / 'metrics.json'}: val.{name} is not a number")
     return {"folder": folder, "overrides": dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides),
-            "metrics": metrics, "seconds": seconds}
+            "metrics": metrics, "seconds": seconds, "metric": name}
 
 
 def find_jobs(sweeps: list[Path]) -> tuple[list[dict], list[Path]]:
@@ -65,13 +74,12 @@ def _fmt(values: list, digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def _row(group: list[dict]) -> list[str]:
+def _row(group: list[dict], name: str) -> list[str]:
     """The measured cells of one table row, from the jobs of one group (one job, or one per seed)."""
     metrics = [job["metrics"] for job in group]
     params = metrics[0].get("parameters", {})
     reports = {k: statistics.mean(m["fusion"][k] for m in metrics) for k in (metrics[0].get("fusion") or {})}
-    return [_fmt([m["val"]["accuracy"] for m in metrics]), _fmt([(m.get("test") or {}).get("accuracy")
-                                                                for m in metrics]),
+    return [_fmt([m["val"][name] for m in metrics]), _fmt([(m.get("test") or {}).get(name) for m in metrics]),
             _fmt([m.get("best_epoch") for m in metrics], 1 if len(group) > 1 else 0),
             f"{params['total'] / 1e6:.2f} M" if "total" in params else "–",
             f"{params['fusion'] / 1e3:.0f} k" if "fusion" in params else "–",
@@ -81,7 +89,12 @@ def _row(group: list[dict]) -> list[str]:
 
 def table(jobs: list[dict]) -> str:
     """Markdown table; the override columns are the keys whose values differ between jobs. Jobs that differ
-    only in `seed` share a row: mean ± standard deviation over the seeds, and their count."""
+    only in `seed` share a row: mean ± standard deviation over the seeds, and their count. Every job must monitor
+    the same metric."""
+    names = sorted({job["metric"] for job in jobs})
+    if len(names) > 1:
+        raise SystemExit(f"the jobs monitor different metrics ({', '.join(names)}); compare sweeps of one task")
+    name = names[0]
     keys = list(dict.fromkeys(k for job in jobs for k in job["overrides"]))
     varying = [k for k in keys if len({job["overrides"].get(k) for job in jobs}) > 1] or keys
     by_seed = "seed" in varying
@@ -89,11 +102,11 @@ def table(jobs: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for job in jobs:
         groups.setdefault(tuple(job["overrides"].get(k, "") for k in columns), []).append(job)
-    header = [*(f"`{k}`" for k in columns), *(["seeds"] if by_seed else []), "val accuracy", "test accuracy",
+    header = [*(f"`{k}`" for k in columns), *(["seeds"] if by_seed else []), f"val {name}", f"test {name}",
               "best epoch", "parameters", "fusion parameters", "s / epoch", "fusion reports"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for key, group in groups.items():
-        cells = [*key, *([str(len(group))] if by_seed else []), *_row(group)]
+        cells = [*key, *([str(len(group))] if by_seed else []), *_row(group, name)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         split, name = args.sort.split("/", 1) if "/" in args.sort else ("val", args.sort)
         if any(name not in (job["metrics"].get(split) or {}) for job in jobs):
             raise SystemExit(f"--sort {args.sort}: not in every job's metrics.json")
-        jobs.sort(key=lambda job: job["metrics"][split][name], reverse=name != "loss")
+        jobs.sort(key=lambda job: job["metrics"][split][name], reverse=name not in LOWER_IS_BETTER)
     if jobs:
         print(table(jobs))
     for folder in unfinished:

@@ -9,6 +9,7 @@ from crossmodal_cli.build import build_model, build_optimizer, resolve_device, r
 from crossmodal_cli.data.modalities import train_wordpiece
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir
+from crossmodal_cli.tasks.classification import Classification
 
 
 def test_device_and_precision():
@@ -31,7 +32,7 @@ def compose_train(*overrides: str):
 def test_default_config_builds_a_three_modality_model_with_no_decay_on_biases():
     cfg = compose_train()
     tok = train_wordpiece(["a red thing"], vocab_size=40, lowercase=True)
-    model, task = build_model(cfg, ["image", "text", "audio"], 3, tok)
+    model = build_model(cfg, ["image", "text", "audio"], Classification.with_classes(3), tok)
     assert sorted(model.encoders) == ["audio", "image", "text"] and model.head.out_features == 3
     optimizer = build_optimizer(cfg, model)
     groups = optimizer.param_groups
@@ -46,4 +47,4 @@ def test_default_config_builds_a_three_modality_model_with_no_decay_on_biases():
 def test_bad_fusion_option_names_the_group():
     cfg = compose_train("fusion.proj_dim=-3")
     with pytest.raises(CrossmodalError, match=r"^fusion: cannot build crossmodal_cli.fusion.concat.ConcatFusion"):
-        build_model(cfg, ["image"], 2, None)
+        build_model(cfg, ["image"], Classification.with_classes(2), None)

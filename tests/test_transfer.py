@@ -13,8 +13,10 @@ from hydra import compose, initialize_config_dir
 
 from crossmodal_cli.build import build_model, build_optimizer
 from crossmodal_cli.data.modalities import train_wordpiece
+from crossmodal_cli.engine.loop import total_loss
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir
+from crossmodal_cli.tasks.classification import Classification
 from crossmodal_cli.train import check_config, train
 from tests.conftest import write_dataset
 
@@ -59,7 +61,8 @@ def test_frozen_from_the_first_step(csv):
     """No optimizer step changes a frozen encoder, even with weight decay (its parameters have no gradient)."""
     cfg = compose_train("encoder.image.freeze=true", "optimizer.weight_decay=0.5")
     tokenizer = train_wordpiece(["a red thing"], vocab_size=40, lowercase=True)
-    model, task = build_model(cfg, ["image", "text"], 2, tokenizer)
+    task = Classification.with_classes(2)
+    model = build_model(cfg, ["image", "text"], task, tokenizer)
     before = {k: v.clone() for k, v in model.encoders["image"].state_dict().items()}
     optimizer = build_optimizer(cfg, model)
     model.train()
@@ -67,7 +70,7 @@ def test_frozen_from_the_first_step(csv):
     batch = {"image": torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8),
              "text": tokenizer(["a red thing"] * 4, return_tensors="pt", return_token_type_ids=False)}
     for _ in range(3):
-        loss = task.loss(model(batch).logits, torch.tensor([0, 1, 0, 1]))
+        loss = total_loss(task, model(batch), torch.tensor([0, 1, 0, 1]))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -79,7 +82,7 @@ def test_learning_rate_per_encoder_and_per_layer():
     cfg = compose_train("encoder/text=bert_small", "encoder.text.lr_scale=0.1", "encoder.text.layer_decay=0.5",
                         "encoder.image.lr_scale=2", "optimizer.lr=0.01")
     tokenizer = train_wordpiece(["a red thing"], vocab_size=40, lowercase=True)
-    model, _ = build_model(cfg, ["image", "text"], 2, tokenizer)
+    model = build_model(cfg, ["image", "text"], Classification.with_classes(2), tokenizer)
     optimizer = build_optimizer(cfg, model)
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     layers = len(model.encoders["text"].layer_groups())

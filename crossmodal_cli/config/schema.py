@@ -102,8 +102,8 @@ class TrainerSchema:
     device: Device
     num_workers: Workers
     modality_dropout: Fraction
-    monitor: str
-    monitor_mode: Literal["max", "min"]
+    monitor: Annotated[Optional[str], "val/loss or val/METRIC of the task; null = the task's own metric"]
+    monitor_mode: Annotated[Optional[Literal["max", "min"]], "null = as the monitored metric needs"]
     early_stopping_patience: Optional[PositiveInt]
     drop_last: bool
     checkpoint_every_n_steps: Optional[PositiveInt]
@@ -174,6 +174,17 @@ class FusionKeys:
 @dataclass
 class TaskKeys:
     label_smoothing: Fraction = ABSENT
+    class_weights: Annotated[Optional[Literal["balanced"]], "null or balanced"] = ABSENT
+    separator: Annotated[str, Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string, e.g. '|'")] = ABSENT
+    pos_weight: Annotated[Optional[Literal["balanced"]], "null or balanced"] = ABSENT
+    threshold: Annotated[float, Range(gt=0, lt=1), "a probability, e.g. 0.5"] = ABSENT
+    loss: Literal["mse", "huber"] = ABSENT
+    huber_delta: PositiveFloat = ABSENT
+    embed_dim: PositiveInt = ABSENT
+    temperature: PositiveFloat = ABSENT
+    heads: Annotated[dict, Rule(lambda v: isinstance(v, dict) and len(v) > 0,
+                                "a mapping of label columns to {type: …, weight: …}")] = ABSENT
+    monitor: Optional[str] = ABSENT
 
 
 @dataclass
@@ -218,7 +229,7 @@ class TrainSchema:
     data: DataSchema
     encoder: EncodersSchema
     fusion: Annotated[dict, Target(FusionKeys, frozenset({"in_dims"}))]
-    task: Annotated[dict, Target(TaskKeys, frozenset({"num_classes"}))]
+    task: Annotated[dict, Target(TaskKeys, frozenset())]
     optimizer: Annotated[dict, Target(OptimizerKeys, frozenset({"params"}))]
     scheduler: Annotated[dict, Target(SchedulerKeys, frozenset({"optimizer", "steps_per_epoch", "max_epochs"}))]
     trainer: TrainerSchema
@@ -296,12 +307,6 @@ def validate_train(cfg: DictConfig, *, partial: bool = False) -> dict:
         raise CrossmodalError(f"data.val_fraction={data['val_fraction']} data.test_fraction="
                               f"{data['test_fraction']}: together they must be < 1 (the rest is the training split)")
     _check_files(values)
-    trainer = values["trainer"]
-    lower_is_better = trainer["monitor"].endswith("loss")
-    if lower_is_better != (trainer["monitor_mode"] == "min"):
-        raise CrossmodalError(f"trainer.monitor_mode={trainer['monitor_mode']}: with trainer.monitor="
-                              f"{trainer['monitor']} best.ckpt would be the worst epoch; use trainer.monitor_mode="
-                              f"{'min' if lower_is_better else 'max'}")
     fusion = values["fusion"]
     if isinstance(fusion.get("width"), int) and isinstance(fusion.get("heads"), int) and fusion["width"] % fusion["heads"]:
         raise CrossmodalError(f"fusion.heads={fusion['heads']}: must divide fusion.width={fusion['width']} "

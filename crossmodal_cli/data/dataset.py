@@ -2,7 +2,8 @@
 
 A batch is a plain dict: `inputs` (modality -> tensor, or for text a dict of input_ids/attention_mask),
 `present` (modality -> bool [B], False where a row has no usable input for it and a zero stands in),
-`target` [B] int64 and `index` [B] (row in the split's frame, for predictions). The training loop moves it to the
+`target` (what the task's `targets` put in the frame, stacked: [B] int64 class indices, [B] float32
+numbers or [B, K] vectors) and `index` [B] (row in the split's frame, for predictions). The training loop moves it to the
 device without knowing which modalities it holds.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torchvision.transforms import v2
 
 from crossmodal_cli.data.modalities import load_audio, load_image
 from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.tasks.base import collate_targets
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class EpochSampler(Sampler):
 
 class TableDataset(Dataset):
     """Rows of one split; dataset[(epoch, row)] = {"image": uint8 [3,S,S], "text": str, "audio": float [N],
-    "present": {m: bool}, "target": int, "index": int}. A missing input (column has_<m> False) is zeros / "".
+    "present": {m: bool}, "target": int | float | array, "index": int}. A missing input (column has_<m> False) is zeros / "".
 
     Random augmentation and audio crops are seeded by (seed, epoch, row), so they do not depend on worker count
     or on where a resumed run restarted.
@@ -78,7 +80,7 @@ class TableDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, i = key
         rng = np.random.default_rng([self.seed, epoch, i]) if self.train else None
-        item: dict = {"target": int(self.targets[i]), "index": i,
+        item: dict = {"target": self.targets[i], "index": i,
                       "present": {m: bool(p[i]) for m, p in self.present.items()}}
         for modality, values in self.columns.items():
             if not item["present"][modality]:
@@ -122,7 +124,7 @@ class Collate:
                                  max_length=self.max_length, return_tensors="pt", return_token_type_ids=False)
             inputs["text"] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         present = {m: torch.tensor([it["present"][m] for it in items]) for m in items[0]["present"]}
-        return {"inputs": inputs, "present": present, "target": torch.tensor([it["target"] for it in items]),
+        return {"inputs": inputs, "present": present, "target": collate_targets([it["target"] for it in items]),
                 "index": torch.tensor([it["index"] for it in items])}
 
 

@@ -23,6 +23,8 @@ import pandas as pd
 
 from crossmodal_cli.data.csvfile import check_separator, describe_rows, printable, read_csv, resolve_paths
 from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.tasks.base import Task
+from crossmodal_cli.tasks.classification import Classification
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +33,23 @@ ON_MISSING = ("error", "drop", "zero")
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
-# Label spellings that mean "no label", as spreadsheets and pandas write them (pandas' defaults, less the exotic
-# ones). Compared after casefold(), except NA and None: a class called "na" or "none" stays a class.
-MISSING_LABELS = frozenset({"nan", "null", "n/a", "#n/a", "<na>"})
-MISSING_LABELS_EXACT = frozenset({"NA", "None"})
 
 
 @dataclass
 class Table:
-    """Per-split frames with canonical columns, the class names (index = target) and the modalities in use."""
+    """Per-split frames with canonical columns (and `target`, made by the task), the task (fitted: e.g. its class
+    vocabulary) and the modalities in use."""
 
     splits: dict[str, pd.DataFrame]
-    classes: list[str]
+    task: Task
     modalities: list[str]
     report: dict = field(default_factory=dict)  # rows with unusable inputs per split and modality (validation.py)
     columns: dict[str, str] = field(default_factory=dict)  # data.columns key -> header name (first CSV) as found
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names (index = target) of a classification task; [] for tasks without classes."""
+        return list(getattr(self.task, "classes", []))
 
 
 @dataclass
@@ -125,15 +129,10 @@ def _choose_modalities(modalities: Sequence[str] | None, file: CsvFile | None, c
     return [m for m in MODALITIES if m in modalities]
 
 
-def missing_labels(labels: pd.Series) -> pd.Series:
-    """True where a (stripped) label is blank or a missing-value spelling (NaN, N/A, null, …; MISSING_LABELS)."""
-    return (labels == "") | labels.str.casefold().isin(MISSING_LABELS) | labels.isin(MISSING_LABELS_EXACT)
-
-
-def _canonical(file: CsvFile, modalities: Sequence[str], root: Path) -> pd.DataFrame:
-    """Rename the user's columns to canonical names, strip cells, resolve paths against root; no blank labels."""
+def _canonical(file: CsvFile, modalities: Sequence[str], root: Path, labels: Sequence[str]) -> pd.DataFrame:
+    """Rename the user's columns to canonical names, strip cells, resolve paths against root."""
     frame, found = file.frame, file.found
-    out = pd.DataFrame({key: frame[found[key]].str.strip().to_numpy() for key in ("label", *modalities)})
+    out = pd.DataFrame({key: frame[found[key]].str.strip().to_numpy() for key in (*labels, *modalities)})
     out["source"] = str(file.path.resolve())
     out["line"] = frame.index.to_numpy()
     if "split" in found:
@@ -143,12 +142,6 @@ def _canonical(file: CsvFile, modalities: Sequence[str], root: Path) -> pd.DataF
         if modality in out:
             out[modality] = resolve_paths(out[modality].tolist(), real_root)
     out["root"] = real_root
-    blank = out[missing_labels(out["label"])]
-    if len(blank):
-        marker = next((label for label in blank["label"] if label), None)
-        what = f"blank or a missing-value marker (e.g. '{printable(marker, 20)}')" if marker else "blank"
-        raise CrossmodalError(f"{file.path}: column '{printable(found['label'], 60)}' is {what} in "
-                              f"{describe_rows(blank)}; every row needs a label (or remove those rows)")
     return out
 
 
@@ -161,15 +154,19 @@ def _split_by_column(frame: pd.DataFrame, path: Path, column: str) -> dict[str, 
     return {s: frame[names == s].drop(columns="split") for s in SPLITS}
 
 
-def stratified_split(frame: pd.DataFrame, val_fraction: float, test_fraction: float,
-                     seed: int) -> dict[str, pd.DataFrame]:
-    """Seeded split that keeps each label's proportion in every split and at least one row per label in train."""
+def stratified_split(frame: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int,
+                     strata: pd.Series | None | str = "label") -> dict[str, pd.DataFrame]:
+    """Seeded split that keeps each stratum's proportion in every split and at least one row per stratum in train.
+    `strata`: a column name or values per row (the task's: the label for classification); None = one stratum,
+    a plain seeded random split."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise CrossmodalError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} must be in "
                               f"[0, 1) and sum to less than 1")
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    for _, group in frame.groupby("label", sort=True):
+    keys = frame[strata] if isinstance(strata, str) else strata if strata is not None else \
+        pd.Series(0, index=frame.index)
+    for _, group in frame.groupby(keys, sort=True):
         idx = rng.permutation(group.index.to_numpy())
         n_test = int(round(len(idx) * test_fraction))
         n_val = int(round(len(idx) * val_fraction))
@@ -178,15 +175,6 @@ def stratified_split(frame: pd.DataFrame, val_fraction: float, test_fraction: fl
         parts["val"].append(idx[n_test:n_test + n_val])
         parts["train"].append(idx[n_test + n_val:])
     return {s: frame.loc[np.sort(np.concatenate(parts[s]))] for s in SPLITS}
-
-
-def _class_names(labels: pd.Series) -> list[str]:
-    """Sorted label vocabulary: numerically when every label is an integer, else alphabetically."""
-    unique = labels.unique().tolist()
-    try:
-        return [str(v) for v in sorted(unique, key=int)]
-    except ValueError:
-        return sorted(unique)
 
 
 def _sources(csv: str | None, train_csv: str | None, val_csv: str | None, test_csv: str | None,
@@ -207,7 +195,7 @@ def _sources(csv: str | None, train_csv: str | None, val_csv: str | None, test_c
 
 
 def _split_one_csv(frame: pd.DataFrame, file: CsvFile, val_fraction: float, test_fraction: float, seed: int,
-                   test_csv: str | None) -> dict[str, pd.DataFrame]:
+                   test_csv: str | None, task: Task) -> dict[str, pd.DataFrame]:
     """The splits of data.csv: its split column, else a seeded stratified split; with data.test_csv, no test rows."""
     if "split" in frame:
         splits = _split_by_column(frame, file.path, file.found["split"])
@@ -218,8 +206,9 @@ def _split_one_csv(frame: pd.DataFrame, file: CsvFile, val_fraction: float, test
                                   f"or data.test_csv)")
         how = f"its column '{printable(file.found['split'], 60)}'"
     else:
-        splits = stratified_split(frame, val_fraction, 0.0 if test_csv else test_fraction, seed)
-        how = "a seeded stratified split (data.test_fraction unused)"
+        strata = task.strata(frame)
+        splits = stratified_split(frame, val_fraction, 0.0 if test_csv else test_fraction, seed, strata)
+        how = f"a seeded {'stratified' if strata is not None else 'random'} split (data.test_fraction unused)"
     if test_csv:
         log.info("test split: data.test_csv=%s; train and val: data.csv=%s, by %s", test_csv, file.path, how)
     return splits
@@ -229,32 +218,43 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
                test_csv: str | None = None, root: str | None = None, columns: Mapping[str, str],
                modalities: Sequence[str] | None, val_fraction: float, test_fraction: float, seed: int,
                classes: Sequence[str] | None = None, keep: Sequence[str] = SPLITS, on_missing: str = "error",
-               explicit: Collection[str] = (), separator: str = "auto") -> Table:
+               explicit: Collection[str] = (), separator: str = "auto", task: Task | None = None) -> Table:
     """Read and check the CSV(s) and return a Table.
 
     `modalities=None` selects every modality whose column exists. `explicit` holds the data.columns keys the user
-    set (they must exist as written; other names may differ in case). `separator`: see `read_csv`. `classes`
-    fixes the label vocabulary (evaluation of a checkpoint); otherwise it is built from the training split, which
-    needs two classes. Only the splits in `keep` are checked and kept. A label outside the vocabulary is an error
-    with `on_missing=error`; otherwise (drop, zero: a row without a known class cannot be kept) those rows are
-    dropped and counted in `Table.report[split]["unknown_label"]`.
+    set (they must exist as written; other names may differ in case). `separator`: see `read_csv`. `task` (default:
+    classification) names the label column(s), the strata of a seeded split, and turns labels into targets: when
+    it is not fitted yet (a checkpoint's task is), it is fitted on the training split. `classes` fixes a
+    classification vocabulary. Only the splits in `keep` are checked and kept. A label the task cannot use is an
+    error with `on_missing=error`; otherwise (drop, zero: a row without a usable target cannot be kept) those rows
+    are dropped and counted in `Table.report[split]["unknown_label"]`.
     """
     if on_missing not in ON_MISSING:
         raise CrossmodalError(f"data.on_missing={on_missing}: use {', '.join(ON_MISSING)}")
+    task = task if task is not None else Classification()
+    if classes is not None:
+        task.load_state({"classes": list(classes)})
+    labels = task.label_columns(columns)
+    wanted = {}  # data.columns in its order, the label entry replaced by the task's label column(s)
+    for key, name in columns.items():
+        wanted.update(labels if key == "label" else {key: name})
+    wanted.update(labels)
+    explicit = {*explicit, *(k for k in labels if k not in columns)}
     separator = check_separator(separator)
     sources = _sources(csv, train_csv, val_csv, test_csv, keep)  # none: only an empty test split is kept
     read = {path: read_csv(path, separator) for path in dict.fromkeys(sources.values())}
-    files = {role: CsvFile(Path(path), read[path], match_columns(list(read[path].columns), Path(path), columns,
+    files = {role: CsvFile(Path(path), read[path], match_columns(list(read[path].columns), Path(path), wanted,
                                                                  explicit)) for role, path in sources.items()}
     first = next(iter(files.values()), None)
-    modalities = _choose_modalities(modalities, first, columns, explicit)
-    empty = pd.DataFrame(columns=["label", *modalities, "source", "line", "root"])
+    modalities = _choose_modalities(modalities, first, wanted, explicit)
+    empty = pd.DataFrame(columns=[*labels, *modalities, "source", "line", "root"])
     splits = {s: empty for s in SPLITS}
     for role, file in files.items():
-        _require(file, ["label", *modalities, *(["split"] if role == "csv" and "split" in explicit else [])], columns)
-        frame = _canonical(file, modalities, Path(root) if root else file.path.resolve().parent)
+        _require(file, [*labels, *modalities, *(["split"] if role == "csv" and "split" in explicit else [])], wanted)
+        frame = _canonical(file, modalities, Path(root) if root else file.path.resolve().parent, list(labels))
+        task.check_labels(frame, file.path, {k: file.found[k] for k in labels})
         if role == "csv":
-            splits.update(_split_one_csv(frame, file, val_fraction, test_fraction, seed, test_csv))
+            splits.update(_split_one_csv(frame, file, val_fraction, test_fraction, seed, test_csv, task))
         else:
             splits[role] = frame.drop(columns="split", errors="ignore")
     splits = {s: f.reset_index(drop=True) for s, f in splits.items() if s in keep}
@@ -262,48 +262,13 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
         if s != "test" and len(splits[s]) == 0:
             raise CrossmodalError(f"{first.path if first else s}: the {s} split has no rows; add rows with split={s} "
                                   f"or adjust data.val_fraction")
-    if classes is None:
-        classes = _class_names(splits["train"]["label"])
-        _require_two_classes(classes, splits["train"], files)
-    splits, report = _apply_vocabulary(splits, list(classes), "train" in keep, on_missing)
-    return Table(splits=splits, classes=list(classes), modalities=list(modalities), report=report,
+    headers = {k: (first.found.get(k, v) if first else v) for k, v in labels.items()}
+    if not task.fitted:
+        task.fit(splits["train"], headers)
+    report = {}
+    for s in list(splits):
+        splits[s], dropped = task.targets(splits[s], s, on_missing, headers)
+        if dropped:
+            report[s] = {"unknown_label": dropped}
+    return Table(splits=splits, task=task, modalities=list(modalities), report=report,
                  columns=dict(first.found) if first else {})
-
-
-def _require_two_classes(classes: list[str], train: pd.DataFrame, files: dict[str, CsvFile]) -> None:
-    """Classification needs at least two classes in the training split: a one-line error naming the one."""
-    if len(classes) >= 2:
-        return
-    file = files.get("csv") or files["train"]
-    raise CrossmodalError(f"{file.path}: column '{printable(file.found['label'], 60)}': the training split has only "
-                          f"one class ('{printable(classes[0], 60)}', {len(train)} rows); classification needs at "
-                          f"least two: add rows of another class (or check the split column)")
-
-
-def _apply_vocabulary(splits: dict[str, pd.DataFrame], classes: list[str], from_train: bool,
-                      on_missing: str) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Add `target` (class index) to every split; rows whose label is not a class: error, or dropped and counted."""
-    index = {name: i for i, name in enumerate(classes)}
-    where = "the training split" if from_train else "the checkpoint's label vocabulary"
-    out, report = {}, {}
-    for s, frame in splits.items():
-        known = frame["label"].isin(index)
-        unseen = frame[~known]
-        if len(unseen) and on_missing == "error":
-            raise CrossmodalError(f"{unseen['source'].iloc[0]}: label '{printable(unseen['label'].iloc[0], 60)}' in "
-                                  f"the {s} split is not in {where} ({describe_rows(unseen)}); known labels: "
-                                  f"{', '.join(printable(c, 40) for c in classes[:20])}"
-                                  f"{', ...' if len(classes) > 20 else ''} (fix the labels, or set "
-                                  f"data.on_missing=drop to skip those rows)")
-        if len(unseen):
-            report[s] = {"unknown_label": len(unseen)}
-            log.warning("%s split: dropped %s whose label is not in %s (data.on_missing=%s)", s,
-                        describe_rows(unseen), where, on_missing)
-            frame = frame[known].reset_index(drop=True)
-            if frame.empty and s != "test":
-                raise CrossmodalError(f"{unseen['source'].iloc[0]}: the {s} split has no rows left after dropping "
-                                      f"{describe_rows(unseen)} whose label is not in {where}; fix the labels")
-        frame = frame.copy()
-        frame["target"] = frame["label"].map(index).astype("int64")
-        out[s] = frame
-    return out, report

@@ -1,8 +1,9 @@
 """Checkpoints: written atomically, loaded without executing code.
 
 A checkpoint is one file holding only tensors and plain Python values (str, int, float, bool, list, dict, None):
-model/optimizer/scheduler/scaler state, the resolved config as YAML text, the class names, the tokenizer as JSON
-text, epoch/step counters and RNG states. It is read with `torch.load(weights_only=True)`, which refuses any
+model/optimizer/scheduler/scaler state, the resolved config as YAML text, the task's state (`task`: e.g. its class
+names, or the target mean/std; version 2), the tokenizer as JSON text, epoch/step counters and RNG states.
+Version 1 (before tasks owned their state) stored only `classes`; `task_state` reads both. It is read with `torch.load(weights_only=True)`, which refuses any
 pickle that would construct arbitrary objects, so a crafted file cannot run code.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from crossmodal_cli.errors import CrossmodalError
 
 FORMAT = "crossmodal-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -70,6 +71,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CrossmodalError(f"{path}: checkpoint version {version} is newer than this crossmodal "
                               f"(reads up to {VERSION}); upgrade crossmodal")
     return state
+
+
+def task_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The task's state in a loaded checkpoint: `task` (version 2), or a version-1 classification's `classes`."""
+    if state.get("task") is not None:
+        return state["task"]
+    return {"classes": list(state["classes"])}
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """fit() and evaluate(): the training step, AMP, accumulation, clipping, schedule, validation, early stop.
 
-The loop moves a batch dict to the device and calls the model; it knows nothing about modalities. Everything
+The loop moves a batch dict to the device, calls the model, sums the task's losses and steps; it knows neither
+modalities nor the kind of target (the task owns targets, losses and metrics: tasks/base.py). Everything
 it needs to continue a run exactly (weights, optimizer, scheduler, scaler, RNG, its own `Progress`) goes into
 last.ckpt at every epoch end, every `checkpoint_every_n_steps` optimizer steps and on SIGINT/SIGTERM.
 """
@@ -78,46 +79,50 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
 
 
-def compute_loss(task, out, target: torch.Tensor) -> torch.Tensor:
-    """The task loss of the fused prediction plus aux_weight x the mean loss of any unimodal predictions."""
-    loss = task.loss(out.logits, target)
-    if out.aux_logits and out.aux_weight:
-        aux = torch.stack([task.loss(logits, target) for logits in out.aux_logits.values()]).mean()
-        loss = loss + out.aux_weight * aux
-    return loss
+def total_loss(task, out, target) -> torch.Tensor:
+    """The sum of the task's losses (the task decides what they are: the fused prediction's, unimodal branches',
+    one per head, ...)."""
+    return sum(task.losses(out, target).values())
+
+
+def concat(parts: list) -> Any:
+    """torch.cat of a list of tensors, or of dicts of tensors (one per head) key by key."""
+    if isinstance(parts[0], Mapping):
+        return {key: concat([p[key] for p in parts]) for key in parts[0]}
+    return torch.cat(parts)
 
 
 @dataclass
 class Outputs:
-    """Per-row results of one pass: probabilities [N, C], targets [N], row indices [N] (CPU tensors)."""
+    """Per-row results of one pass: the task's outputs [N, ...] (probabilities, numbers; a dict of them for
+    several heads), row indices [N] (CPU)."""
 
-    probabilities: torch.Tensor
-    targets: torch.Tensor
+    values: Any
     indices: torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, task, device: torch.device, precision: str,
-             keep_outputs: bool = False, desc: str = "eval", progress_bar: bool = False) -> tuple[dict, Outputs | None]:
-    """Loss and task metrics over a loader (and, with keep_outputs, every row's probabilities)."""
+def evaluate(model: nn.Module, loader, task, device: torch.device, precision: str, keep_outputs: bool = False,
+             desc: str = "eval", progress_bar: bool = False, full: bool = False) -> tuple[dict, Outputs | None]:
+    """Loss and the task's metrics over a loader (`full`: the task's full set, else its per-epoch set) and, with
+    keep_outputs, every row's outputs."""
     model.eval()
-    metrics = task.metrics().to(device)
+    metrics = task.metrics(full).to(device)
     loss_sum = torch.zeros((), device=device)
     count, kept = 0, []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress_bar or None):
         batch = to_device(batch, device)
         with autocast(device, precision):
-            logits = model(batch["inputs"], batch.get("present")).logits
-        target = batch["target"]
-        loss_sum += task.loss(logits, target) * target.numel()
-        count += target.numel()
-        probs = task.probabilities(logits)
-        metrics.update(probs, target)
+            out = model(batch["inputs"], batch.get("present"))
+        rows = batch["index"].numel()
+        loss_sum += total_loss(task, out, batch["target"]).detach() * rows
+        count += rows
+        task.update(metrics, out, batch["target"])
         if keep_outputs:
-            kept.append((probs.cpu(), target.cpu(), batch["index"].cpu()))
+            kept.append((to_device(task.outputs(out), torch.device("cpu")), batch["index"].cpu()))
     results = {k: float(v) for k, v in metrics.compute().items()}
     results["loss"] = float(loss_sum) / max(count, 1)
-    outputs = Outputs(*(torch.cat(parts) for parts in zip(*kept))) if keep_outputs and kept else None
+    outputs = Outputs(*(concat(parts) for parts in zip(*kept))) if keep_outputs and kept else None
     return results, outputs
 
 
@@ -183,7 +188,7 @@ class Trainer:
             try:
                 with autocast(device, s.precision):
                     out = self.model(batch["inputs"], batch.get("present"))
-                loss = compute_loss(self.task, out, batch["target"])
+                loss = total_loss(self.task, out, batch["target"])
                 self.scaler.scale(loss / group).backward()
             except torch.OutOfMemoryError:
                 raise CrossmodalError(
@@ -193,7 +198,7 @@ class Trainer:
             loss_sum += loss.detach()
             group_loss = group_loss + loss.detach()
             p.batch += 1
-            p.seen += batch["target"].numel()
+            p.seen += batch["index"].numel()
             if p.batch % s.accumulate_grad_batches and p.batch != batches:
                 continue
             self._optimizer_step(group_loss)

@@ -96,8 +96,25 @@ BAD_TRAIN = [
     ("encoder.audio.hop_ms=0", "encoder.audio.hop_ms=0: must be a number > 0"),
     ("task.label_smoothing=1.5", "task.label_smoothing=1.5: must be a number >= 0 and < 1"),
     ("trainer.device=cuda:0", "trainer.device=cuda:0: no CUDA GPU is visible"),
-    ("trainer.monitor=val/loss", "trainer.monitor_mode=max: with trainer.monitor=val/loss best.ckpt would be the "
-                                 "worst epoch; use trainer.monitor_mode=min"),
+    ("trainer.monitor=val/loss trainer.monitor_mode=max", "trainer.monitor_mode=max: with trainer.monitor=val/loss "
+                                                          "best.ckpt would be the worst epoch; use "
+                                                          "trainer.monitor_mode=min"),
+    ("task=regression trainer.monitor=val/accuracy", "trainer.monitor=val/accuracy: use one of val/loss, val/mae, "
+                                                     "val/r2, val/rmse"),
+    ("task=regression trainer.monitor_mode=max", "trainer.monitor_mode=max: with trainer.monitor=val/mae best.ckpt "
+                                                 "would be the worst epoch"),
+    ("task=multilabel task.threshold=1.5", "task.threshold=1.5: must be"),
+    ("task=multilabel task.separator=''", "task.separator="),
+    ("task=classification task.class_weights=equal", "task.class_weights=equal: must be one of"),
+    ("task=regression task.loss=l1", "task.loss=l1: must be one of mse, huber"),
+    ("task=multitask", "task.heads: missing; set it on the command line"),
+    ("task=multitask task.heads={a:{type:clasification}}", "task.heads.a.type=clasification: use one of "
+                                                           "classification, multilabel, regression"),
+    ("task=multitask task.heads={a:{type:regression,weight:-1}}", "task.heads.a.weight=-1: must be a number > 0"),
+    ("task=retrieval modalities=[image,audio]", "modalities=['image', 'audio']: task=retrieval pairs images with "
+                                                "texts"),
+    ("task=retrieval trainer.modality_dropout=0.2", "trainer.modality_dropout=0.2: "
+                                                    "crossmodal_cli.tasks.retrieval.Retrieval has no fusion"),
     ("trainer.monitor_mode=min", "trainer.monitor_mode=min: with trainer.monitor=val/accuracy best.ckpt would be"),
     ("data=csv data.csv=nope.csv", "data.csv=nope.csv: CSV file not found"),
     ("data.root=/nonexistent/folder", "data.root=/nonexistent/folder: no such folder"),

@@ -67,7 +67,7 @@ def make_trainer(tmp_path, dataset=None, model=None, lr=0.1, **changes) -> Train
     model = model or Toy()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    return Trainer(model, Classification(num_classes=2, label_smoothing=0.0), train, val, optimizer, scheduler, s,
+    return Trainer(model, Classification.with_classes(2), train, val, optimizer, scheduler, s,
                    RunReporter(tmp_path, tensorboard=False), Checkpointer(tmp_path / "checkpoints", 0, {}))
 
 

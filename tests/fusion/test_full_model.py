@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from crossmodal_cli.build import build_model, build_tokenizer, load_data, make_split_loader
 from crossmodal_cli.paths import config_dir
+from crossmodal_cli.tasks.classification import Classification
 from tests.conftest import write_dataset
 
 STRATEGIES = sorted(p.stem for p in Path(config_dir(), "fusion").glob("*.yaml"))
@@ -40,7 +41,8 @@ def test_gradients_reach_every_encoder(fusion, modalities, batch_and_cfg):
         cfg = compose("train", overrides=[f"fusion={fusion}"])
     cfg.data = base.data
     torch.manual_seed(0)
-    model, task = build_model(cfg, modalities, num_classes=2, tokenizer=tokenizer if "text" in modalities else None)
+    model = build_model(cfg, modalities, Classification.with_classes(2),
+                        tokenizer=tokenizer if "text" in modalities else None)
     model.train()
     out = model({m: batch["inputs"][m] for m in modalities})
     assert out.logits.shape == (BATCH, 2) and torch.isfinite(out.logits).all()

@@ -1,0 +1,175 @@
+"""The task interface: everything about the objective, so neither the model nor the loop knows the kind of target.
+
+A task (one module here, one YAML under configs/task/) owns:
+  * which label column(s) it reads (`label_columns`) and how rows are stratified when one CSV is split (`strata`);
+  * how labels become targets (`fit` on the training split builds the state it needs: a class vocabulary, the
+    target mean/std, ...; `targets` turns one split's labels into a `target` column), and that state in the
+    checkpoint (`state` / `load_state`);
+  * its head (`head`: fusion output [B, D] -> what `losses` reads), `losses(out, target) -> {name: tensor}` (the
+    loop sums them), its metric collections (`metrics(full=False)`: the cheap per-epoch set; `full=True`: the end
+    of a run and cmeval), how outputs become a predictions table (`outputs`, `predictions`), its default monitored
+    metric and whether higher is better (`monitor`, `higher_is_better`).
+
+The loop only moves batches, sums `losses`, steps and calls `update` on the metrics. Targets reach the batch as
+`batch["target"]`, stacked by `collate_targets` from each row's value in the split frame's `target` column (an int,
+a float, or a NumPy vector).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torchmetrics
+from torch import nn
+
+from crossmodal_cli.data.csvfile import describe_rows, printable
+from crossmodal_cli.errors import CrossmodalError
+
+log = logging.getLogger(__name__)
+
+
+class Task:
+    """Base class: the single-label-column defaults; subclasses fill in the objective."""
+
+    #: the metric (without "val/") that picks best.ckpt when trainer.monitor is null
+    monitor: str = "loss"
+    #: False: the task replaces the fusion (`fusion()`), so fusion=… and trainer.modality_dropout do not apply
+    uses_fusion: bool = True
+
+    # ---- labels and targets ------------------------------------------------------------------------------------
+
+    def label_columns(self, columns: Mapping[str, Any]) -> dict[str, str]:
+        """{canonical column in the split frames: configured CSV header}; {} when the task reads no label."""
+        return {"label": columns["label"]}
+
+    def strata(self, frame: pd.DataFrame) -> pd.Series | None:
+        """What a seeded split of one CSV keeps in proportion (None: a plain seeded random split)."""
+        return None
+
+    def check_labels(self, frame: pd.DataFrame, path: Path, headers: Mapping[str, str]) -> None:
+        """Refuse, in one line naming `path`, labels this task can never use (before the CSV is split)."""
+
+    @property
+    def fitted(self) -> bool:
+        return True
+
+    def fit(self, train: pd.DataFrame, headers: Mapping[str, str]) -> None:
+        """Build the target state from the training split (headers: canonical column -> CSV header, for errors)."""
+
+    def targets(self, frame: pd.DataFrame, split: str, on_missing: str,
+                headers: Mapping[str, str]) -> tuple[pd.DataFrame, int]:
+        """`frame` with a `target` column; returns (frame, rows dropped). Raises one line for unusable labels."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A few words for the log: '3 classes', 'target mean 4.1, std 0.9', ..."""
+        return type(self).__name__
+
+    def state(self) -> dict:
+        """Plain values (a weights_only checkpoint can hold them) that `load_state` restores."""
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    # ---- model side ----------------------------------------------------------------------------------------------
+
+    def modalities(self, requested: list[str] | None) -> list[str] | None:
+        """The modalities the task works on, given `modalities=` (None: every one with a column)."""
+        return requested
+
+    def fusion(self, in_dims: Mapping[str, int]) -> nn.Module | None:
+        """None: the configured fusion combines the encoders (most tasks); a module here replaces it."""
+        return None
+
+    def head(self, in_dim: int) -> nn.Module:
+        raise NotImplementedError
+
+    def losses(self, out, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{name: scalar loss}; the loop minimises their sum. `out` is the model's ModelOutput."""
+        raise NotImplementedError
+
+    def metrics(self, full: bool = False) -> torchmetrics.MetricCollection:
+        raise NotImplementedError
+
+    def metric_names(self) -> list[str]:
+        """The names `metrics()` reports (what trainer.monitor may name after "val/")."""
+        return list(self.metrics().keys())
+
+    def update(self, metrics: torchmetrics.MetricCollection, out, target: torch.Tensor) -> None:
+        metrics.update(self.outputs(out), self.metric_target(target))
+
+    def metric_target(self, target: torch.Tensor) -> torch.Tensor:
+        """The target as this task's metrics take it (multi-label: int 0/1)."""
+        return target
+
+    def outputs(self, out) -> torch.Tensor:
+        """Per-row values kept for predictions (probabilities, numbers), fp32 [B, ...]."""
+        raise NotImplementedError
+
+    def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
+        """The task's columns of predictions.csv for the rows of `frame` (in the order of `outputs`)."""
+        raise NotImplementedError
+
+    def tune(self, outputs: torch.Tensor, targets: torch.Tensor) -> bool:
+        """Adjust decoding on the validation split's outputs after training (multi-label: the threshold); True
+        when the state changed (best.ckpt is then rewritten with it)."""
+        return False
+
+    def higher_is_better(self, metric: str) -> bool:
+        """Whether a larger value of `metric` (a name from `metrics()`, or "loss") is better."""
+        return metric != "loss"
+
+    # ---- pieces shared by the tasks ------------------------------------------------------------------------------
+
+    def main_and_aux(self, out, loss_fn) -> dict[str, torch.Tensor]:
+        """{"loss": loss of the fused prediction} plus, for fusions with unimodal branches (late), {"aux":
+        aux_weight x the mean loss of the unimodal predictions}."""
+        losses = {"loss": loss_fn(out.logits)}
+        if out.aux_logits and out.aux_weight:
+            losses["aux"] = out.aux_weight * torch.stack([loss_fn(logits) for logits in out.aux_logits.values()]).mean()
+        return losses
+
+
+def collate_targets(values: list) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Stack the per-row targets of a batch: ints -> int64 [B], floats -> float32 [B], vectors -> [B, K], dicts
+    (one target per head) -> a dict of those."""
+    if isinstance(values[0], Mapping):
+        return {key: collate_targets([v[key] for v in values]) for key in values[0]}
+    array = np.stack([np.asarray(v) for v in values])
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32, copy=False)
+    return torch.from_numpy(array)
+
+
+def labels_error(path: Path | str, frame: pd.DataFrame, mask: pd.Series, header: str, what: str,
+                 todo: str) -> CrossmodalError:
+    """One line naming the file, column and rows of labels that cannot be used, and what to do."""
+    return CrossmodalError(f"{path}: column '{printable(header, 60)}' {what} in {describe_rows(frame[mask])}; {todo}")
+
+
+def drop_or_refuse(frame: pd.DataFrame, bad: pd.Series, split: str, on_missing: str, why: str,
+                   refusal: str) -> tuple[pd.DataFrame, int]:
+    """Rows whose label the task cannot use (`bad`): with data.on_missing=error the one-line `refusal`; otherwise
+    they are dropped (a row without a usable target cannot be kept), logged, and counted. A train or val split
+    left empty is an error."""
+    if not bad.any():
+        return frame, 0
+    if on_missing == "error":
+        raise CrossmodalError(refusal)
+    dropped = frame[bad]
+    log.warning("%s split: dropped %s %s (data.on_missing=%s)", split, describe_rows(dropped), why, on_missing)
+    frame = frame[~bad].reset_index(drop=True)
+    if frame.empty and split != "test":
+        raise CrossmodalError(f"{dropped['source'].iloc[0]}: the {split} split has no rows left after dropping "
+                              f"{describe_rows(dropped)} {why}; fix the labels")
+    return frame, len(dropped)
+
+
+def require_fitted(task: Task) -> None:
+    if not task.fitted:
+        raise RuntimeError(f"{type(task).__name__}: fit() or load_state() must come before this")

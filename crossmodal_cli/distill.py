@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from crossmodal_cli.build import load_data, make_split_loader, rebuild
 from crossmodal_cli.data.table import Table
-from crossmodal_cli.engine.checkpoint import load_checkpoint
+from crossmodal_cli.engine.checkpoint import load_checkpoint, task_state
 from crossmodal_cli.engine.loop import autocast, to_device
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.tasks.classification import Classification
@@ -33,9 +33,10 @@ def check_teacher(task, path: str | Path, classes: list[str] | None = None) -> d
     if not isinstance(task, Classification):
         raise CrossmodalError(f"distill.teacher={path}: distillation needs task=classification for the student "
                               f"(got {type(task).__name__})")
-    teacher_classes = (state.get("task") or {}).get("classes", state.get("classes"))
-    if teacher_classes is None or "weights" not in (state.get("task") or {"weights": None}):
-        raise CrossmodalError(f"distill.teacher={path}: not a classification checkpoint")
+    target = OmegaConf.create(state["config"]).task.get("_target_", "")
+    if not str(target).endswith("classification.Classification"):
+        raise CrossmodalError(f"distill.teacher={path}: not a classification checkpoint (its task is {target})")
+    teacher_classes = task_state(state)["classes"]
     if classes is not None and list(teacher_classes) != list(classes):
         raise CrossmodalError(f"distill.teacher={path}: its classes ({', '.join(map(str, teacher_classes[:10]))}) "
                               f"differ from the student's ({', '.join(classes[:10])}); distil a teacher trained on "

@@ -27,6 +27,7 @@ from crossmodal_cli.config.schema import upgrade, validate_train
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_json
 from crossmodal_cli.data.table import MODALITIES
+from crossmodal_cli.distill import attach_teacher, check_teacher
 from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint, restore_rng, save_checkpoint, task_state
 from crossmodal_cli.engine.interrupt import TrainingInterrupted
 from crossmodal_cli.engine.loop import Trainer, TrainSettings, evaluate
@@ -81,6 +82,8 @@ def check_config(cfg: DictConfig, *, partial: bool = False) -> None:
         raise CrossmodalError(f"trainer.modality_dropout={cfg.trainer.modality_dropout}: {cfg.task._target_} has "
                               f"no fusion to train with missing modalities; set trainer.modality_dropout=0")
     resolve_monitor(cfg.trainer, task)
+    if cfg.distill.teacher:
+        check_teacher(task, cfg.distill.teacher)
     resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
     if cfg.modalities:
         check_feature_cache(cfg, cfg.modalities)
@@ -199,6 +202,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     model.to(device)
     settings = _settings(cfg.trainer, device, precision)
     workers = resolve_workers(cfg.trainer.num_workers)
+    if cfg.distill.teacher:
+        task = attach_teacher(cfg, table, device, precision, workers)
     loaders = make_loaders(cfg, table, model, tokenizer, device=device, precision=precision, num_workers=workers)
     optimizer = build_optimizer(cfg, model)
     steps_per_epoch = -(-len(loaders["train"]) // settings.accumulate_grad_batches)

@@ -223,6 +223,13 @@ class EncodersSchema:
 
 
 @dataclass
+class DistillSchema:
+    teacher: Annotated[Path_, "a .ckpt written by cmtrain (a classification on the same labels)"]
+    alpha: Annotated[float, Range(ge=0, le=1), "a weight in [0, 1], e.g. 0.5"]
+    temperature: PositiveFloat
+
+
+@dataclass
 class TrainSchema:
     """configs/train.yaml after composition (without the `hydra` node)."""
 
@@ -239,6 +246,7 @@ class TrainSchema:
             isinstance(v, list) and 0 < len(v) == len(set(v)) and all(m in ("image", "text", "audio") for m in v)),
         "null (every modality with a column) or a list of distinct modalities in brackets, e.g. [image,text]")]
     resume: Path_
+    distill: DistillSchema
 
 
 # ---- cmeval ----------------------------------------------------------------------------------------------------
@@ -324,6 +332,10 @@ def _check_files(values: dict) -> None:
     for key, value in (("data.root", data.get("root")), ("data.text.tokenizer", data["text"].get("tokenizer"))):
         if value and not Path(value).expanduser().is_dir():
             raise CrossmodalError(f"{key}={value}: no such folder")
+    teacher = (values.get("distill") or {}).get("teacher")
+    if teacher and not Path(teacher).expanduser().is_file():
+        raise CrossmodalError(f"distill.teacher={teacher}: checkpoint not found (pass a .ckpt written by cmtrain, "
+                              f"e.g. outputs/DATE/TIME/checkpoints/best.ckpt)")
     resume = values.get("resume")
     if resume:
         path = Path(resume).expanduser()
@@ -342,7 +354,8 @@ def validate_eval(cfg: DictConfig) -> dict:
 
 # keys added after checkpoint format 1: {dotted key: the value that reproduces the behaviour before the key existed}
 ADDED_KEYS = {"data.resize": "squash", "data.separator": ",", "trainer.feature_cache": False,
-              "trainer.cache_dir": "~/.cache/crossmodal/features"}
+              "trainer.cache_dir": "~/.cache/crossmodal/features",
+              "distill": {"teacher": None, "alpha": 0.5, "temperature": 2.0}}
 
 
 def upgrade(stored: DictConfig) -> DictConfig:

@@ -54,10 +54,15 @@ def metrics_table(results: Mapping[str, Mapping[str, float] | None]) -> str:
     """A small text table: one row per split, one column per metric."""
     rows = {split: m for split, m in results.items() if m}
     names = sorted({k for m in rows.values() for k in m})
-    lines = [f"{'split':<8}" + "".join(f"{n:>12}" for n in names)]
+    widths = [max(10, len(n)) + 2 for n in names]
+    lines = [f"{'split':<8}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths))]
     for split, m in rows.items():
-        lines.append(f"{split:<8}" + "".join(f"{m[n]:>12.4f}" if n in m else f"{'':>12}" for n in names))
+        lines.append(f"{split:<8}" + "".join(f"{_cell(m.get(n)):>{w}}" for n, w in zip(names, widths)))
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else ""
 
 
 class RunReporter:

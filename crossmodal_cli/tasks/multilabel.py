@@ -62,10 +62,11 @@ class MultiLabel(Task):
     def fit(self, train: pd.DataFrame, headers: Mapping[str, str]) -> None:
         sets = self.split_labels(train["label"])
         classes = class_names(pd.Series([label for labels in sets for label in labels], dtype=object))
-        if not classes:
-            raise CrossmodalError(f"{train['source'].iloc[0]}: column '{printable(headers['label'], 60)}' has no label "
-                                  f"in any training row; write each row's labels joined by "
-                                  f"task.separator='{self.separator}'")
+        if len(classes) < 2:
+            found = f"only '{printable(classes[0], 40)}'" if classes else "no label"
+            raise CrossmodalError(f"{train['source'].iloc[0]}: column '{printable(headers['label'], 60)}' has {found} "
+                                  f"in the training rows; multi-label needs two or more labels, each row's joined by "
+                                  f"task.separator='{self.separator}' (one yes/no label: task=classification)")
         self.classes = classes
         if self.pos_weight_mode == "balanced":
             counts = pd.Series([label for labels in sets for label in labels]).value_counts()
@@ -122,7 +123,7 @@ class MultiLabel(Task):
     def metrics(self, full: bool = False) -> torchmetrics.MetricCollection:
         """Per epoch: macro mAP, micro F1. Full: also macro F1, subset accuracy (every label right) and Hamming
         loss (share of wrong label decisions; lower is better). update(probabilities [B, L], targets [B, L])."""
-        n, t = max(len(self.classes), 1), self.threshold
+        n, t = len(self.classes) if self.fitted else 2, self.threshold
         metrics = {"map": tmc.MultilabelAveragePrecision(num_labels=n, average="macro"),
                    "f1_micro": tmc.MultilabelF1Score(num_labels=n, average="micro", threshold=t)}
         if full:
@@ -139,15 +140,16 @@ class MultiLabel(Task):
         return out.logits.float().sigmoid()
 
     def tune(self, outputs: torch.Tensor, targets: torch.Tensor) -> bool:
-        """Set the threshold to the one of THRESHOLDS with the best micro F1 on (validation) outputs; True if the
-        stored state changed."""
+        """Set the threshold to the one of THRESHOLDS with the best micro F1 on (validation) outputs (of several
+        equally good, the middle one); True if the stored state changed."""
         targets = targets.bool()
         scores = []
         for t in THRESHOLDS:
             predicted = outputs >= t
             tp = (predicted & targets).sum().item()
             scores.append(2 * tp / max(predicted.sum().item() + targets.sum().item(), 1))
-        best = float(THRESHOLDS[int(np.argmax(scores))])
+        tied = THRESHOLDS[np.isclose(scores, max(scores))]
+        best = float(tied[len(tied) // 2])  # the middle of the best range: furthest from where F1 drops
         changed, self.threshold = best != self.threshold, best
         return changed
 

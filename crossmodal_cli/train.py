@@ -78,9 +78,7 @@ def check_config(cfg: DictConfig, *, partial: bool = False) -> None:
         cfg.modalities = [cfg.modalities]
     task = check_buildable(cfg, list(cfg.modalities) if cfg.modalities else list(MODALITIES))
     task.modalities(list(cfg.modalities) if cfg.modalities else None)
-    if not task.uses_fusion and cfg.trainer.modality_dropout > 0:
-        raise CrossmodalError(f"trainer.modality_dropout={cfg.trainer.modality_dropout}: {cfg.task._target_} has "
-                              f"no fusion to train with missing modalities; set trainer.modality_dropout=0")
+    task.check(cfg)
     resolve_monitor(cfg.trainer, task)
     if cfg.distill.teacher:
         check_teacher(task, cfg.distill.teacher)

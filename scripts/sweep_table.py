@@ -87,7 +87,7 @@ def _row(group: list[dict], name: str) -> list[str]:
             ", ".join(f"{k} {v:.2f}" for k, v in reports.items())]
 
 
-def table(jobs: list[dict]) -> str:
+def table(jobs: list[dict], seconds: bool = True) -> str:
     """Markdown table; the override columns are the keys whose values differ between jobs. Jobs that differ
     only in `seed` share a row: mean ± standard deviation over the seeds, and their count. Every job must monitor
     the same metric."""
@@ -104,9 +104,12 @@ def table(jobs: list[dict]) -> str:
         groups.setdefault(tuple(job["overrides"].get(k, "") for k in columns), []).append(job)
     header = [*(f"`{k}`" for k in columns), *(["seeds"] if by_seed else []), f"val {name}", f"test {name}",
               "best epoch", "parameters", "fusion parameters", "s / epoch", "fusion reports"]
+    drop = [] if seconds else [header.index("s / epoch")]
+    header = [h for i, h in enumerate(header) if i not in drop]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for key, group in groups.items():
         cells = [*key, *([str(len(group))] if by_seed else []), *_row(group, name)]
+        cells = [c for i, c in enumerate(cells) if i not in drop]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep folders (hydra.sweep.dir of cmtrain -m)")
     parser.add_argument("--sort", help="sort rows by this validation metric, best first (e.g. val/accuracy)")
+    parser.add_argument("--no-seconds", action="store_true",
+                        help="leave out the s / epoch column (e.g. for jobs that shared the machine with other work)")
     args = parser.parse_args(argv)
     for sweep in args.sweeps:
         if not sweep.is_dir():
@@ -126,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--sort {args.sort}: not in every job's metrics.json")
         jobs.sort(key=lambda job: job["metrics"][split][name], reverse=name not in LOWER_IS_BETTER)
     if jobs:
-        print(table(jobs))
+        print(table(jobs, seconds=not args.no_seconds))
     for folder in unfinished:
         print(f"\nnot finished (no metrics.json): {folder}")
     return 0 if jobs else 1

@@ -37,8 +37,6 @@ class Task:
 
     #: the metric (without "val/") that picks best.ckpt when trainer.monitor is null
     monitor: str = "loss"
-    #: False: the task replaces the fusion (`fusion()`), so fusion=… and trainer.modality_dropout do not apply
-    uses_fusion: bool = True
 
     # ---- labels and targets ------------------------------------------------------------------------------------
 
@@ -77,6 +75,9 @@ class Task:
         pass
 
     # ---- model side ----------------------------------------------------------------------------------------------
+
+    def check(self, cfg) -> None:
+        """Refuse, in one line, settings of the composed config that this task cannot work with (start-up)."""
 
     def modalities(self, requested: list[str] | None) -> list[str] | None:
         """The modalities the task works on, given `modalities=` (None: every one with a column)."""

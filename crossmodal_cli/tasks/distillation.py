@@ -24,7 +24,7 @@ class Distillation(Task):
 
     def __init__(self, task: Task, alpha: float, temperature: float):
         self.task, self.alpha, self.temperature = task, alpha, temperature
-        self.monitor, self.uses_fusion = task.monitor, task.uses_fusion
+        self.monitor = task.monitor
 
     def losses(self, out, target: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         losses = {name: self.alpha * loss for name, loss in self.task.losses(out, target["label"]).items()}

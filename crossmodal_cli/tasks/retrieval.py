@@ -88,13 +88,20 @@ class Retrieval(Task):
     """Matching image–text pairs; CLIP-style two towers and symmetric InfoNCE; recall@k over the whole split."""
 
     monitor = "recall_mean"
-    uses_fusion = False
 
     def __init__(self, embed_dim: int = 256, temperature: float = 0.07):
         self.embed_dim, self.temperature = embed_dim, temperature
 
     def label_columns(self, columns: Mapping[str, Any]) -> dict[str, str]:
         return {}
+
+    def check(self, cfg) -> None:
+        if cfg.trainer.modality_dropout > 0:
+            raise CrossmodalError(f"trainer.modality_dropout={cfg.trainer.modality_dropout}: task=retrieval has no "
+                                  f"fusion to train with missing modalities; set trainer.modality_dropout=0")
+        if cfg.data.on_missing == "zero":
+            raise CrossmodalError("data.on_missing=zero: task=retrieval would pair a blank input with a caption; use "
+                                  "data.on_missing=error or drop")
 
     def modalities(self, requested: list[str] | None) -> list[str]:
         if requested is not None and sorted(requested) != sorted(MODALITIES):

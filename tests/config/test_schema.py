@@ -113,8 +113,8 @@ BAD_TRAIN = [
     ("task=multitask task.heads={a:{type:regression,weight:-1}}", "task.heads.a.weight=-1: must be a number > 0"),
     ("task=retrieval modalities=[image,audio]", "modalities=['image', 'audio']: task=retrieval pairs images with "
                                                 "texts"),
-    ("task=retrieval trainer.modality_dropout=0.2", "trainer.modality_dropout=0.2: "
-                                                    "crossmodal_cli.tasks.retrieval.Retrieval has no fusion"),
+    ("task=retrieval trainer.modality_dropout=0.2", "trainer.modality_dropout=0.2: task=retrieval has no fusion"),
+    ("task=retrieval data.on_missing=zero", "data.on_missing=zero: task=retrieval would pair a blank input"),
     ("trainer.monitor_mode=min", "trainer.monitor_mode=min: with trainer.monitor=val/accuracy best.ckpt would be"),
     ("data=csv data.csv=nope.csv", "data.csv=nope.csv: CSV file not found"),
     ("data.root=/nonexistent/folder", "data.root=/nonexistent/folder: no such folder"),

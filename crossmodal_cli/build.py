@@ -78,7 +78,7 @@ def absolute_data_paths(data: DictConfig) -> None:
 
 
 def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, task: Task | None = None,
-              keep: Sequence[str] = SPLITS) -> Table:
+              keep: Sequence[str] = SPLITS, labels_needed: bool = True) -> Table:
     """Generate the demo data if configured, then read, split and check the CSV(s) and every file they name;
     the task (default: classification) turns the labels into targets, fitted on the training split unless it
     already is (a checkpoint's task).
@@ -101,12 +101,13 @@ def load_data(data: DictConfig, modalities: Sequence[str] | None, seed: int, tas
     table = load_table(csv=data.csv, train_csv=data.train_csv, val_csv=data.val_csv, test_csv=data.test_csv,
                        root=data.root, columns=data.columns, modalities=modalities, val_fraction=data.val_fraction,
                        test_fraction=data.test_fraction, seed=seed, keep=keep, on_missing=data.on_missing,
-                       explicit=explicit, separator=separator, task=task)
+                       explicit=explicit, separator=separator, task=task, labels_needed=labels_needed)
     table.report = check_inputs(table, data.columns, data.on_missing,
                                 allow_outside_root=bool(data.get("allow_outside_root", False)),
                                 cache_dir=data.get("validation_cache"))
     sizes = ", ".join(f"{s} {len(f)}" for s, f in table.splits.items())
-    log.info("data: %s rows; %s; modalities %s", sizes, table.task.describe(), ",".join(table.modalities))
+    log.info("data: %s rows; %s; modalities %s", sizes, table.task.describe() if labels_needed else "no labels read",
+             ",".join(table.modalities))
     return table
 
 

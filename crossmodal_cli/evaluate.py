@@ -15,7 +15,8 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from crossmodal_cli.build import load_data, make_split_loader, rebuild, resolve_device, resolve_precision, seed_everything
+from crossmodal_cli.build import (load_data, make_split_loader, rebuild, resolve_device, resolve_precision,
+                                  seed_everything)
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.config.schema import validate_eval
 from crossmodal_cli.engine.checkpoint import load_checkpoint

@@ -196,7 +196,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     write_json(run_dir / "data_report.json", {"rows": {s: len(f) for s, f in table.splits.items()},
                                               "unusable_inputs": table.report, "on_missing": cfg.data.on_missing})
 
-    model = build_model(cfg, table.modalities, task, tokenizer, architectures=resume.get("encoders") if resume else None)
+    model = build_model(cfg, table.modalities, task, tokenizer,
+                        architectures=resume.get("encoders") if resume else None)
     model.to(device)
     settings = _settings(cfg.trainer, device, precision)
     workers = resolve_workers(cfg.trainer.num_workers)

@@ -285,9 +285,44 @@ class EvalSchema:
     trainer: EvalTrainerSchema
 
 
+# ---- cmpredict -------------------------------------------------------------------------------------------------
+
+@dataclass
+class PredictColumnsSchema:
+    image: Optional[str] = None
+    text: Optional[str] = None
+    audio: Optional[str] = None
+
+
+@dataclass
+class PredictDataSchema:
+    csv: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a CSV file")]
+    root: Path_
+    allow_outside_root: Optional[bool]
+    on_missing: Optional[Literal["error", "drop", "zero"]]
+    columns: PredictColumnsSchema = ABSENT
+
+
+@dataclass
+class PredictOptionsSchema:
+    top_k: NonNegativeInt
+    embeddings: bool
+
+
+@dataclass
+class PredictSchema:
+    """configs/predict.yaml after composition."""
+
+    ckpt: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a .ckpt file")]
+    data: PredictDataSchema
+    predict: PredictOptionsSchema
+    trainer: EvalTrainerSchema
+
+
 # ---- the checks ------------------------------------------------------------------------------------------------
 
-MISSING_HINTS = {"ckpt": "pass ckpt=PATH/TO/checkpoints/best.ckpt (a checkpoint written by cmtrain)"}
+MISSING_HINTS = {"ckpt": "pass ckpt=PATH/TO/checkpoints/best.ckpt (a checkpoint written by cmtrain)",
+                 "data.csv": "pass data.csv=NEW.csv (the rows to predict for)"}
 
 
 def plain(cfg: DictConfig) -> dict:
@@ -345,6 +380,13 @@ def _check_files(values: dict) -> None:
                                   f"file written by cmtrain)")
 
 
+def validate_predict(cfg: DictConfig) -> dict:
+    """Check a composed cmpredict config; return it as plain values."""
+    values = plain(cfg)
+    check_node("", values, PredictSchema)
+    return values
+
+
 def validate_eval(cfg: DictConfig) -> dict:
     """Check a composed cmeval config; return it as plain values."""
     values = plain(cfg)
@@ -368,4 +410,5 @@ def upgrade(stored: DictConfig) -> DictConfig:
 
 def schema_of(name: str) -> Any:
     """The schema dataclass of a config group by its folder name (for docs and tests)."""
-    return {"data": DataSchema, "trainer": TrainerSchema, "train": TrainSchema, "eval": EvalSchema}[name]
+    return {"data": DataSchema, "trainer": TrainerSchema, "train": TrainSchema, "eval": EvalSchema,
+            "predict": PredictSchema}[name]

@@ -2,9 +2,9 @@
 
 A batch is a plain dict: `inputs` (modality -> tensor, or for text a dict of input_ids/attention_mask),
 `present` (modality -> bool [B], False where a row has no usable input for it and a zero stands in),
-`target` (what the task's `targets` put in the frame, stacked: [B] int64 class indices, [B] float32
-numbers or [B, K] vectors) and `index` [B] (row in the split's frame, for predictions). The training loop moves it to the
-device without knowing which modalities it holds.
+`target` (what the task's `targets` put in the frame, stacked: [B] int64 class indices, [B] float32 numbers,
+[B, K] vectors, or a dict of those) and `index` [B] (row in the split's frame, for predictions). The training loop
+moves it to the device without knowing which modalities it holds.
 """
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ class EpochSampler(Sampler):
 
 class TableDataset(Dataset):
     """Rows of one split; dataset[(epoch, row)] = {"image": uint8 [3,S,S], "text": str, "audio": float [N],
-    "present": {m: bool}, "target": int | float | array, "index": int}. A missing input (column has_<m> False) is zeros / "".
+    "present": {m: bool}, "target": int | float | array | dict, "index": int}. A missing input (column has_<m>
+    False) is zeros / "".
 
     Random augmentation and audio crops are seeded by (seed, epoch, row), so they do not depend on worker count
     or on where a resumed run restarted.

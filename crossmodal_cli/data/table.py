@@ -218,7 +218,8 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
                test_csv: str | None = None, root: str | None = None, columns: Mapping[str, str],
                modalities: Sequence[str] | None, val_fraction: float, test_fraction: float, seed: int,
                classes: Sequence[str] | None = None, keep: Sequence[str] = SPLITS, on_missing: str = "error",
-               explicit: Collection[str] = (), separator: str = "auto", task: Task | None = None) -> Table:
+               explicit: Collection[str] = (), separator: str = "auto", task: Task | None = None,
+               labels_needed: bool = True) -> Table:
     """Read and check the CSV(s) and return a Table.
 
     `modalities=None` selects every modality whose column exists. `explicit` holds the data.columns keys the user
@@ -227,14 +228,15 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
     it is not fitted yet (a checkpoint's task is), it is fitted on the training split. `classes` fixes a
     classification vocabulary. Only the splits in `keep` are checked and kept. A label the task cannot use is an
     error with `on_missing=error`; otherwise (drop, zero: a row without a usable target cannot be kept) those rows
-    are dropped and counted in `Table.report[split]["unknown_label"]`.
+    are dropped and counted in `Table.report[split]["unknown_label"]`. `labels_needed=False` (cmpredict): label
+    columns are neither required nor read, and every row's target is 0.
     """
     if on_missing not in ON_MISSING:
         raise CrossmodalError(f"data.on_missing={on_missing}: use {', '.join(ON_MISSING)}")
     task = task if task is not None else Classification()
     if classes is not None:
         task.load_state({"classes": list(classes)})
-    labels = task.label_columns(columns)
+    labels = task.label_columns(columns) if labels_needed else {}
     wanted = {}  # data.columns in its order, the label entry replaced by the task's label column(s)
     for key, name in columns.items():
         wanted.update(labels if key == "label" else {key: name})
@@ -252,7 +254,8 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
     for role, file in files.items():
         _require(file, [*labels, *modalities, *(["split"] if role == "csv" and "split" in explicit else [])], wanted)
         frame = _canonical(file, modalities, Path(root) if root else file.path.resolve().parent, list(labels))
-        task.check_labels(frame, file.path, {k: file.found[k] for k in labels})
+        if labels_needed:
+            task.check_labels(frame, file.path, {k: file.found[k] for k in labels})
         if role == "csv":
             splits.update(_split_one_csv(frame, file, val_fraction, test_fraction, seed, test_csv, task))
         else:
@@ -263,6 +266,9 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
             raise CrossmodalError(f"{first.path if first else s}: the {s} split has no rows; add rows with split={s} "
                                   f"or adjust data.val_fraction")
     headers = {k: (first.found.get(k, v) if first else v) for k, v in labels.items()}
+    if not labels_needed:
+        splits = {s: f.assign(target=0) for s, f in splits.items()}
+        return Table(splits=splits, task=task, modalities=list(modalities), columns=dict(first.found) if first else {})
     if not task.fitted:
         task.fit(splits["train"], headers)
     report = {}

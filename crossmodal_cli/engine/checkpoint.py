@@ -3,8 +3,9 @@
 A checkpoint is one file holding only tensors and plain Python values (str, int, float, bool, list, dict, None):
 model/optimizer/scheduler/scaler state, the resolved config as YAML text, the task's state (`task`: e.g. its class
 names, or the target mean/std; version 2), the tokenizer as JSON text, epoch/step counters and RNG states.
-Version 1 (before tasks owned their state) stored only `classes`; `task_state` reads both. It is read with `torch.load(weights_only=True)`, which refuses any
-pickle that would construct arbitrary objects, so a crafted file cannot run code.
+Version 1 (before tasks owned their state) stored only `classes`; `task_state` reads both. It is read with
+`torch.load(weights_only=True)`, which refuses any pickle that would construct arbitrary objects, so a crafted file
+cannot run code.
 """
 from __future__ import annotations
 

@@ -112,6 +112,10 @@ class Task:
         """Per-row values kept for predictions (probabilities, numbers), fp32 [B, ...]."""
         raise NotImplementedError
 
+    def embeddings(self, out) -> dict[str, torch.Tensor]:
+        """Per-row vectors of this task worth keeping besides the fused features (cmpredict predict.embeddings)."""
+        return {}
+
     def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
         """The task's columns of predictions.csv for the rows of `frame` (in the order of `outputs`)."""
         raise NotImplementedError
@@ -169,6 +173,11 @@ def drop_or_refuse(frame: pd.DataFrame, bad: pd.Series, split: str, on_missing: 
         raise CrossmodalError(f"{dropped['source'].iloc[0]}: the {split} split has no rows left after dropping "
                               f"{describe_rows(dropped)} {why}; fix the labels")
     return frame, len(dropped)
+
+
+def label_column(frame: pd.DataFrame) -> dict[str, Any]:
+    """{"label": the labels as written} for predictions.csv, or {} for rows read without labels (cmpredict)."""
+    return {"label": frame["label"].to_numpy()} if "label" in frame else {}
 
 
 def require_fitted(task: Task) -> None:

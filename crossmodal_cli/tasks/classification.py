@@ -17,7 +17,7 @@ from torchmetrics import classification as tmc
 
 from crossmodal_cli.data.csvfile import describe_rows, printable
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.tasks.base import Task, drop_or_refuse, labels_error, require_fitted
+from crossmodal_cli.tasks.base import Task, drop_or_refuse, label_column, labels_error, require_fitted
 
 # Label spellings that mean "no label", as spreadsheets and pandas write them (pandas' defaults, less the exotic
 # ones). Compared after casefold(), except NA and None: a class called "na" or "none" stays a class.
@@ -156,9 +156,14 @@ class Classification(Task):
         """[B, C] probabilities in fp32."""
         return out.logits.float().softmax(dim=-1)
 
+    def top_k(self, outputs: torch.Tensor, k: int) -> pd.DataFrame:
+        """top1 … topK: the K most probable labels of each row, most probable first."""
+        order = outputs.topk(k, dim=1).indices.tolist()
+        return pd.DataFrame({f"top{j + 1}": [self.classes[row[j]] for row in order] for j in range(k)})
+
     def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
         """label, predicted (the most probable class), prob_CLASS per class."""
         predicted = [self.classes[i] for i in outputs.argmax(1).tolist()]
-        columns = {"label": frame["label"].to_numpy(), "predicted": predicted}
+        columns = {**label_column(frame), "predicted": predicted}
         columns.update({f"prob_{c}": outputs[:, i].numpy() for i, c in enumerate(self.classes)})
         return pd.DataFrame(columns)

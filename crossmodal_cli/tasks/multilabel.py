@@ -21,7 +21,7 @@ from torchmetrics import classification as tmc
 
 from crossmodal_cli.data.csvfile import describe_rows, printable
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.tasks.base import Task, drop_or_refuse, require_fitted
+from crossmodal_cli.tasks.base import Task, drop_or_refuse, label_column, require_fitted
 from crossmodal_cli.tasks.classification import class_names, missing_labels
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -157,7 +157,7 @@ class MultiLabel(Task):
         """label, predicted (the labels at or above the threshold, joined by the separator), prob_LABEL each."""
         chosen = (outputs >= self.threshold).numpy()
         predicted = [self.separator.join(c for c, on in zip(self.classes, row) if on) for row in chosen]
-        columns = {"label": frame["label"].to_numpy(), "predicted": predicted}
+        columns = {**label_column(frame), "predicted": predicted}
         columns.update({f"prob_{c}": outputs[:, i].numpy() for i, c in enumerate(self.classes)})
         return pd.DataFrame(columns)
 

@@ -77,8 +77,10 @@ class MultiTask(Task):
         return f"label/{column}"
 
     def _frame(self, frame: pd.DataFrame, column: str) -> pd.DataFrame:
-        """`frame` with this head's column as `label` (what a single-column task reads)."""
-        return frame.assign(label=frame[self._key(column)])
+        """`frame` with this head's column as `label` (what a single-column task reads; none when read without
+        labels)."""
+        key = self._key(column)
+        return frame.assign(label=frame[key]) if key in frame else frame
 
     # ---- labels ----------------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from crossmodal_cli.data.csvfile import printable
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.tasks.base import Task, labels_error, require_fitted
+from crossmodal_cli.tasks.base import Task, label_column, labels_error, require_fitted
 
 LOSSES = ("mse", "huber")
 
@@ -103,7 +103,7 @@ class Regression(Task):
         return out.logits.float() * self.std + self.mean
 
     def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame({"label": frame["label"].to_numpy(), "predicted": outputs.numpy()})
+        return pd.DataFrame({**label_column(frame), "predicted": outputs.numpy()})
 
     def higher_is_better(self, metric: str) -> bool:
         return metric == "r2"

@@ -141,6 +141,10 @@ class Retrieval(Task):
     def outputs(self, out) -> torch.Tensor:
         return out.logits.float()
 
+    def embeddings(self, out) -> dict[str, torch.Tensor]:
+        unit = nn.functional.normalize(out.logits.float(), dim=-1)
+        return {"embedding/image": unit[:, 0], "embedding/text": unit[:, 1]}
+
     def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         """Per row: the CSV lines of the top-k texts for its image and of the top-k images for its text, and the
         rank of its own match in each direction."""

@@ -135,6 +135,13 @@ def _run(model, loader, task, device: torch.device, precision: str, keep_embeddi
     return torch.cat(rows).numpy(), concat(values), embeddings
 
 
+def _plain(features) -> torch.Tensor:
+    """The head's input as one float tensor [B, D] (a dict of pooled outputs, for retrieval: concatenated)."""
+    if isinstance(features, dict):
+        return torch.cat([features[k].float() for k in sorted(features)], dim=-1).cpu()
+    return features.float().cpu()
+
+
 @hydra.main(config_path=config_dir(), config_name="predict", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -19,7 +19,8 @@ from crossmodal_cli.paths import config_dir
 from crossmodal_cli.train import train
 
 STRATEGIES = sorted(p.stem for p in Path(config_dir(), "fusion").glob("*.yaml"))
-FAST = ["trainer.num_workers=0", "trainer.progress_bar=false", "trainer.max_epochs=5", "trainer.batch_size=16"]
+FAST = ["trainer.num_workers=0", "trainer.progress_bar=false", "trainer.max_epochs=5", "trainer.batch_size=16",
+        "data.image_size=32"]  # the demo images are 32 px; tiny_cnn alone would declare 224
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_every_fusion_trains_on_rows_with_missing_modalities(fusion, gappy_csv, 
         cfg = compose("train", overrides=["data=csv", f"data.csv={gappy_csv}", "data.on_missing=zero",
                                           f"fusion={fusion}", "trainer.modality_dropout=0.3",
                                           "trainer.max_epochs=2", "trainer.batch_size=8", "trainer.num_workers=0",
-                                          "trainer.progress_bar=false"])
+                                          "trainer.progress_bar=false", "data.image_size=32"])
     results = train(cfg, tmp_path)
     assert math.isfinite(results["val"]["loss"]) and math.isfinite(results["test"]["loss"])
     assert results["skipped_steps"] == 0

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from crossmodal_cli.build import (load_data, make_split_loader, rebuild, resolve_device, resolve_precision,
                                   seed_everything)
 from crossmodal_cli.data.dataset import resolve_workers
-from crossmodal_cli.config.schema import validate_eval
+from crossmodal_cli.config.commands import validate_eval
 from crossmodal_cli.engine.checkpoint import load_checkpoint
 from crossmodal_cli.engine.loop import evaluate as evaluate_loader
 from crossmodal_cli.engine.reporting import metrics_table, write_json

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from crossmodal_cli.build import (load_data, make_split_loader, rebuild, resolve_device, resolve_precision,
                                   seed_everything)
-from crossmodal_cli.config.schema import validate_predict
+from crossmodal_cli.config.commands import validate_predict
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.data.table import MODALITIES
 from crossmodal_cli.engine.checkpoint import load_checkpoint

@@ -249,76 +249,6 @@ class TrainSchema:
     distill: DistillSchema
 
 
-# ---- cmeval ----------------------------------------------------------------------------------------------------
-
-@dataclass
-class EvalColumnsSchema:
-    image: Optional[str] = None
-    text: Optional[str] = None
-    audio: Optional[str] = None
-    label: Optional[str] = None
-
-
-@dataclass
-class EvalDataSchema:
-    test_csv: Path_
-    root: Path_
-    allow_outside_root: Optional[bool]
-    columns: EvalColumnsSchema = ABSENT
-
-
-@dataclass
-class EvalTrainerSchema:
-    batch_size: Annotated[Optional[PositiveInt], "null = the training batch size"]
-    device: Device
-    precision: Precision
-    num_workers: Workers
-
-
-@dataclass
-class EvalSchema:
-    """configs/eval.yaml after composition."""
-
-    ckpt: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a .ckpt file")]
-    split: Literal["train", "val", "test"]
-    data: EvalDataSchema
-    trainer: EvalTrainerSchema
-
-
-# ---- cmpredict -------------------------------------------------------------------------------------------------
-
-@dataclass
-class PredictColumnsSchema:
-    image: Optional[str] = None
-    text: Optional[str] = None
-    audio: Optional[str] = None
-
-
-@dataclass
-class PredictDataSchema:
-    csv: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a CSV file")]
-    root: Path_
-    allow_outside_root: Optional[bool]
-    on_missing: Optional[Literal["error", "drop", "zero"]]
-    columns: PredictColumnsSchema = ABSENT
-
-
-@dataclass
-class PredictOptionsSchema:
-    top_k: NonNegativeInt
-    embeddings: bool
-
-
-@dataclass
-class PredictSchema:
-    """configs/predict.yaml after composition."""
-
-    ckpt: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a .ckpt file")]
-    data: PredictDataSchema
-    predict: PredictOptionsSchema
-    trainer: EvalTrainerSchema
-
-
 # ---- the checks ------------------------------------------------------------------------------------------------
 
 MISSING_HINTS = {"ckpt": "pass ckpt=PATH/TO/checkpoints/best.ckpt (a checkpoint written by cmtrain)",
@@ -380,20 +310,6 @@ def _check_files(values: dict) -> None:
                                   f"file written by cmtrain)")
 
 
-def validate_predict(cfg: DictConfig) -> dict:
-    """Check a composed cmpredict config; return it as plain values."""
-    values = plain(cfg)
-    check_node("", values, PredictSchema)
-    return values
-
-
-def validate_eval(cfg: DictConfig) -> dict:
-    """Check a composed cmeval config; return it as plain values."""
-    values = plain(cfg)
-    check_node("", values, EvalSchema)
-    return values
-
-
 # keys added after checkpoint format 1: {dotted key: the value that reproduces the behaviour before the key existed}
 ADDED_KEYS = {"data.resize": "squash", "data.separator": ",", "trainer.feature_cache": False,
               "trainer.cache_dir": "~/.cache/crossmodal/features",
@@ -410,5 +326,7 @@ def upgrade(stored: DictConfig) -> DictConfig:
 
 def schema_of(name: str) -> Any:
     """The schema dataclass of a config group by its folder name (for docs and tests)."""
+    from crossmodal_cli.config.commands import EvalSchema, PredictSchema
+
     return {"data": DataSchema, "trainer": TrainerSchema, "train": TrainSchema, "eval": EvalSchema,
             "predict": PredictSchema}[name]

@@ -17,6 +17,7 @@ a float, or a NumPy vector).
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,7 +33,7 @@ from crossmodal_cli.errors import CrossmodalError
 log = logging.getLogger(__name__)
 
 
-class Task:
+class Task(ABC):
     """Base class: the single-label-column defaults; subclasses fill in the objective."""
 
     #: the metric (without "val/") that picks best.ckpt when trainer.monitor is null
@@ -58,10 +59,10 @@ class Task:
     def fit(self, train: pd.DataFrame, headers: Mapping[str, str]) -> None:
         """Build the target state from the training split (headers: canonical column -> CSV header, for errors)."""
 
+    @abstractmethod
     def targets(self, frame: pd.DataFrame, split: str, on_missing: str,
                 headers: Mapping[str, str]) -> tuple[pd.DataFrame, int]:
         """`frame` with a `target` column; returns (frame, rows dropped). Raises one line for unusable labels."""
-        raise NotImplementedError
 
     def describe(self) -> str:
         """A few words for the log: '3 classes', 'target mean 4.1, std 0.9', ..."""
@@ -87,15 +88,17 @@ class Task:
         """None: the configured fusion combines the encoders (most tasks); a module here replaces it."""
         return None
 
+    @abstractmethod
     def head(self, in_dim: int) -> nn.Module:
-        raise NotImplementedError
+        """The fusion output [B, in_dim] (or what `fusion()` returns) -> what `losses` and `outputs` read."""
 
+    @abstractmethod
     def losses(self, out, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """{name: scalar loss}; the loop minimises their sum. `out` is the model's ModelOutput."""
-        raise NotImplementedError
 
+    @abstractmethod
     def metrics(self, full: bool = False) -> torchmetrics.MetricCollection:
-        raise NotImplementedError
+        """Fresh metric state for one pass: the cheap per-epoch set, or with `full` the end-of-run set."""
 
     def metric_names(self) -> list[str]:
         """The names `metrics()` reports (what trainer.monitor may name after "val/")."""
@@ -108,17 +111,17 @@ class Task:
         """The target as this task's metrics take it (multi-label: int 0/1)."""
         return target
 
+    @abstractmethod
     def outputs(self, out) -> torch.Tensor:
         """Per-row values kept for predictions (probabilities, numbers), fp32 [B, ...]."""
-        raise NotImplementedError
 
     def embeddings(self, out) -> dict[str, torch.Tensor]:
         """Per-row vectors of this task worth keeping besides the fused features (cmpredict predict.embeddings)."""
         return {}
 
+    @abstractmethod
     def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
         """The task's columns of predictions.csv for the rows of `frame` (in the order of `outputs`)."""
-        raise NotImplementedError
 
     def tune(self, outputs: torch.Tensor, targets: torch.Tensor) -> bool:
         """Adjust decoding on the validation split's outputs after training (multi-label: the threshold); True

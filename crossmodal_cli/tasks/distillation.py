@@ -35,6 +35,10 @@ class Distillation(Task):
         losses["distill"] = (1 - self.alpha) * t * t * kl
         return losses
 
+    def targets(self, frame: pd.DataFrame, split: str, on_missing: str,
+                headers: Mapping[str, str]) -> tuple[pd.DataFrame, int]:
+        return self.task.targets(frame, split, on_missing, headers)
+
     def metrics(self, full: bool = False) -> torchmetrics.MetricCollection:
         return self.task.metrics(full)
 

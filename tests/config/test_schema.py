@@ -5,7 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from crossmodal_cli.config.check import Range, check_value, conforms
-from crossmodal_cli.config.schema import validate_eval
+from crossmodal_cli.config.commands import validate_eval
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.train import check_config

@@ -170,7 +170,7 @@ def verdict(frame: pd.DataFrame, columns: list[str]) -> str:
         return "Only one finished configuration: nothing to compare."
     monitor = done.iloc[0]["monitor"]
     best, second = done.iloc[0], done.iloc[1]
-    label = (lambda row: " ".join(f"{k}={row[k]}" for k in columns) or "the first row")
+    label = (lambda row: " ".join(f"{k}={_short(row[k])}" for k in columns) or "the first row")
     gap = abs(best[monitor] - second[monitor])
     head = f"Best by {monitor}: {label(best)} ({best[monitor]:.3f}), runner-up {label(second)} ({second[monitor]:.3f})"
     if min(best.seeds, second.seeds) < 2:
@@ -187,6 +187,16 @@ def _cell(row, name: str, digits: int = 3) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _short(value) -> str:
+    """An override value for the table: long floats (Optuna's choices) to 4 significant digits."""
+    text = str(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return f"{number:.4g}" if "." in text and len(text) > 7 else text
 
 
 def _count(value: float, scale: float, unit: str, digits: int) -> str:
@@ -207,7 +217,7 @@ def markdown(frame: pd.DataFrame, columns: list[str], *, seconds: bool = True, c
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for _, row in frame.iterrows():
         seeds = str(row.get("seed", "")) if row.status != "done" and "seed" in frame.columns else str(row.seeds)
-        cells = [*(str(row[k]) for k in columns), *([seeds] if by_seed else []), *([row.status] if problems else [])]
+        cells = [*(_short(row[k]) for k in columns), *([seeds] if by_seed else []), *([row.status] if problems else [])]
         if row.status == "done":
             cells += [_cell(row, f"val/{name}"), _cell(row, f"test/{name}"),
                       _cell(row, "best_epoch", 1 if row.seeds > 1 else 0)]
@@ -231,12 +241,14 @@ def plot(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
 
     done = frame[frame.status == "done"]
     name = done.iloc[0]["monitor"].split("/", 1)[1]
-    labels = [" ".join(str(row[k]) for k in columns) or str(i) for i, row in done.iterrows()]
+    labels = [" ".join(_short(row[k]) if len(columns) == 1 else f"{k}={_short(row[k])}" for k in columns) or str(i)
+              for i, row in done.iterrows()]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(done) + 1.4))
     positions = range(len(done))
     for offset, split, colour in ((-0.2, "val", "#4878d0"), (0.2, "test", "#ee854a")):
         means = done[f"{split}/{name}"] if f"{split}/{name}" in done else [math.nan] * len(done)
-        stds = done[f"{split}/{name} std"].fillna(0) if f"{split}/{name} std" in done else None
+        stds = done[f"{split}/{name} std"] if f"{split}/{name} std" in done else None
+        stds = None if stds is None or stds.isna().all() else stds.fillna(0)
         ax.barh([p + offset for p in positions], means, height=0.4, xerr=stds, color=colour, label=split,
                 capsize=3)
     ax.set_yticks(list(positions), labels)

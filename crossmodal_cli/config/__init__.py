@@ -4,3 +4,4 @@
 config against them and raises a one-line `CrossmodalError` (`KEY=VALUE: what is wrong, what to write instead`)
 for the first wrong value.
 """
+from crossmodal_cli.config import search  # noqa: E402,F401  (registers ${cm_sweep_direction:} for hparams_search/)

@@ -4,17 +4,22 @@ Hydra makes the job's folder and writes `.hydra/` before it calls the task funct
 leave a folder behind for every typo. `on_run_start` runs before that: a mistake ends as `error: …` and exit
 status 2 with nothing written. With `cmtrain -m` and the basic sweeper, `on_multirun_start` composes and checks
 every job of the grid first, so a bad value in job 7 stops the sweep before job 1 starts. (Other sweepers, e.g.
-Optuna, choose values as they go: their jobs are checked one by one when they start.)
+Optuna, choose values as they go: the base config is checked, and each job when it starts.)
+
+`SweepReport` says where `cmsweep` will find a sweep when it ends, and puts a job's failure into its own log
+(`train.log`), where `cmsweep` reads the last error of a failed job.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import shlex
 from pathlib import Path
 from typing import Any, Callable
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.utils import get_method
 from omegaconf import DictConfig, open_dict, read_write
@@ -66,6 +71,7 @@ class CheckBeforeRun(Callback):
     def _multirun(self, config: DictConfig) -> None:
         check_folder("hydra.sweep.dir", config.hydra.sweep.dir)
         if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            self.check(task_config(config))  # the values the sweeper does not choose
             return
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
@@ -82,3 +88,20 @@ class CheckBeforeRun(Callback):
                 where = f"job {number} ({' '.join(sweep)})" if sweep else f"job {number}"
                 raise CrossmodalError(f"{where}: {err}; no job was started") from None
         log.info("checked the config of all %d jobs", len(jobs))
+
+
+class SweepReport(Callback):
+    """At the end of `cmtrain -m`: where the jobs are and the `cmsweep` command that compares them. A job that
+    fails with an exception Hydra catches gets it as an ERROR line in its log."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.status == JobStatus.FAILED:
+            err = job_return._return_value
+            first = (str(err).strip().splitlines() or [""])[0]
+            log.error("job failed: %s%s", type(err).__name__, f": {first}" if first else "")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        jobs = sum(1 for f in sweep.glob("*/.hydra/overrides.yaml")) if sweep.is_dir() else 0
+        print(f"sweep finished: {jobs} job folders in {sweep}; compare them with: cmsweep {shlex.quote(str(sweep))}",
+              flush=True)

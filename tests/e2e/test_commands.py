@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from pictures import assert_picture
 
 BIN = Path(sys.executable).parent
 FAST = ["trainer.num_workers=0", "trainer.progress_bar=false"]
@@ -29,7 +32,8 @@ def run(command: str, *args: str, cwd: Path, check: bool = True) -> subprocess.C
 def trained(tmp_path_factory) -> Path:
     """One cmtrain run on the demo data (all three modalities, 6 epochs), shared by the tests below."""
     work = tmp_path_factory.mktemp("work")
-    run("cmtrain", "trainer.max_epochs=6", "hydra.run.dir=run", *FAST, cwd=work)
+    proc = run("cmtrain", "trainer.max_epochs=6", "hydra.run.dir=run", *FAST, cwd=work)
+    (work / "cmtrain.out").write_text(proc.stdout + proc.stderr)
     return work / "run"
 
 
@@ -46,6 +50,22 @@ def test_cmtrain_writes_the_run_folder(trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics["val"]) >= {"accuracy", "f1_macro", "loss"} and set(metrics["test"]) >= {"accuracy"}
     assert metrics["val"]["accuracy"] == max(e["val/accuracy"] for e in epochs)
+    last = (trained.parent / "cmtrain.out").read_text().strip().splitlines()[-1]
+    assert f"run folder {trained.resolve()}" in last and str((trained / "checkpoints/best.ckpt").resolve()) in last
+    assert_picture(trained / "curves.png", (900, 350))
+
+
+def test_tensorboard_has_throughput_final_metrics_and_hparams(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags, plugins = set(), set()
+    for folder in {p.parent for p in (trained / "tensorboard").rglob("events.out.tfevents.*")}:
+        events = EventAccumulator(str(folder)).Reload()
+        tags |= set(events.Tags()["scalars"])
+        plugins |= set(events.PluginTagToContent("hparams") or {})
+    assert {"train/loss", "train/samples_per_second", "train/lr", "val/accuracy", "val/loss",
+            "final/test/accuracy", "final/val/ece"} <= tags
+    assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
 
 
 def test_fusion_beats_chance_on_the_demo(trained):
@@ -54,18 +74,43 @@ def test_fusion_beats_chance_on_the_demo(trained):
 
 
 def test_cmeval_rebuilds_the_model_from_the_checkpoint_alone(trained, tmp_path):
-    proc = run("cmeval", f"ckpt={trained / 'checkpoints/best.ckpt'}", "hydra.run.dir=ev", *FAST[:1], cwd=tmp_path)
-    assert "accuracy" in proc.stdout + proc.stderr
-    evaluated = json.loads((tmp_path / "ev/metrics.json").read_text())["test"]
+    """Run from another folder, cmeval writes beside the checkpoint's run: RUN/eval-DATE_TIME/."""
+    proc = run("cmeval", f"ckpt={trained / 'checkpoints/best.ckpt'}", *FAST[:1], cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    [folder] = trained.glob("eval-*")
+    assert not (tmp_path / "outputs").exists() and str(folder) in out
+    assert out.index("metric") < out.index("balanced_accuracy") < out.index("without")  # the compact tables
+    evaluated = json.loads((folder / "metrics.json").read_text())["test"]
     trained_test = json.loads((trained / "metrics.json").read_text())["test"]
     assert evaluated["accuracy"] == pytest.approx(trained_test["accuracy"])
     assert evaluated["loss"] == pytest.approx(trained_test["loss"], rel=1e-4)
-    predictions = pd.read_csv(tmp_path / "ev/predictions.csv")
-    assert list(predictions.columns) == ["row", "source", "line", "label", "predicted", "prob_alpha", "prob_beta",
-                                         "prob_gamma"]
+    assert {"ece", "balanced_accuracy", "auroc_macro", "f1_weighted", "precision_macro"} <= set(evaluated)
+    assert set(evaluated) == set(trained_test)  # cmtrain's final evaluation and cmeval: one code path
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert list(predictions.columns) == ["row", "source", "line", "image", "text", "audio", "label", "predicted",
+                                         "prob_alpha", "prob_beta", "prob_gamma"]
     assert len(predictions) == 180  # 15% of 1200
     assert predictions.filter(like="prob_").sum(axis=1).round(4).eq(1).all()
     assert (predictions["label"] == predictions["predicted"]).mean() == pytest.approx(evaluated["accuracy"])
+
+    matrix = pd.read_csv(folder / "confusion_matrix.csv", index_col=0)
+    assert int(matrix.to_numpy().sum()) == 180 and list(matrix.index) == ["alpha", "beta", "gamma"]
+    assert np.trace(matrix.to_numpy()) == (predictions["label"] == predictions["predicted"]).sum()
+    report = (folder / "report.txt").read_text().splitlines()
+    assert [line.split()[0] for line in report[2:5]] == ["alpha", "beta", "gamma"]
+    assert sum(int(line.split()[-1]) for line in report[2:5]) == 180
+    for name in ("confusion_matrix.png", "calibration.png", "modality_importance.png"):
+        assert_picture(folder / name)
+
+    # modality importance on the demo: the label needs the image's shape and the colour (named by the text AND
+    # the audio), so without the image the model is at chance; the text alone is redundant with the audio
+    importance = json.loads((folder / "modality_importance.json").read_text())
+    removed = importance["removed"]
+    assert list(removed) == ["image", "text", "audio", "image+text", "image+audio", "text+audio"]
+    assert removed["image"]["metrics"]["accuracy"] < 0.5 and removed["text+audio"]["metrics"]["accuracy"] < 0.5
+    assert removed["image"]["drop"]["accuracy"] == pytest.approx(
+        evaluated["accuracy"] - removed["image"]["metrics"]["accuracy"])
+    assert importance["trained_with_missing"] is False and "modality_dropout=0" in out
 
 
 def test_cmeval_on_another_csv(trained, tmp_path):
@@ -143,9 +188,7 @@ def test_multirun_jobs_are_compared_and_never_overwritten(tmp_path):
     assert jobs[0]["parameters"]["fusion"] != jobs[1]["parameters"]["fusion"]
     assert set(jobs[1]["fusion"]) == {"weight/image", "weight/text", "weight/audio"}
 
-    script = Path(__file__).parents[2] / "scripts/sweep_table.py"
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "sweep")], capture_output=True, text=True,
-                          check=True)
+    proc = run("cmsweep", str(tmp_path / "sweep"), "--compact", cwd=tmp_path)
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| `fusion` | val accuracy |")
     assert [row.split(" | ")[0] for row in rows[2:]] == ["| concat", "| weighted"]
@@ -159,14 +202,13 @@ def test_multirun_jobs_are_compared_and_never_overwritten(tmp_path):
     assert list((tmp_path / "sweep/0/.hydra").glob("rerun-*/overrides.yaml"))
 
 
-def test_sweep_table_names_an_unreadable_job_file(tmp_path):
+def test_cmsweep_names_an_unreadable_job_file(tmp_path):
     (tmp_path / "sweep/0/.hydra").mkdir(parents=True)
     (tmp_path / "sweep/0/.hydra/overrides.yaml").write_text("- fusion=concat\n")
     (tmp_path / "sweep/0/metrics.json").write_text("{not json")
-    script = Path(__file__).parents[2] / "scripts/sweep_table.py"
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "sweep")], capture_output=True, text=True)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"{tmp_path / 'sweep/0/metrics.json'}: not a readable cmtrain result")
-    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "nope")], capture_output=True, text=True)
-    assert missing.returncode == 1 and missing.stderr.strip().endswith("no such folder; pass the hydra.sweep.dir "
+    proc = run("cmsweep", str(tmp_path / "sweep"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / 'sweep/0/metrics.json'}: not a readable cmtrain file")
+    missing = run("cmsweep", str(tmp_path / "nope"), cwd=tmp_path, check=False)
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("no such folder; pass the hydra.sweep.dir "
                                                                         "of a cmtrain -m run")

@@ -1,0 +1,42 @@
+"""`cmtrain -m hparams_search=optuna`: Hydra's Optuna sweeper runs real trials and gets each job's monitored value."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+TINY = ["data.demo.num_samples=150", "trainer.max_epochs=1", "trainer.progress_bar=false", "data.image_size=32"]
+
+
+@pytest.mark.slow
+def test_a_three_trial_optuna_search_maximises_the_monitored_accuracy(tmp_path):
+    proc = subprocess.run([shutil.which("cmtrain", path=str(BIN)), "-m", "hparams_search=optuna",
+                           "hydra.sweeper.n_trials=3", *TINY, "hydra.sweep.dir=search"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "search").iterdir() if p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1", "2"]
+    accuracies = []
+    for job in jobs:
+        overrides = dict(o.split("=", 1) for o in yaml.safe_load((job / ".hydra/overrides.yaml").read_text()))
+        assert 1e-4 <= float(overrides["optimizer.lr"]) <= 3e-3
+        assert 0 <= float(overrides["optimizer.weight_decay"]) <= 0.1
+        assert 0 <= float(overrides["fusion.dropout"]) <= 0.3
+        assert overrides["fusion"] in {"concat", "sum", "product", "gated", "bilinear"}
+        assert overrides["trainer.batch_size"] in {"16", "32", "64"}
+        accuracies.append(json.loads((job / "metrics.json").read_text())["val"]["accuracy"])
+    result = yaml.safe_load((tmp_path / "search/optimization_results.yaml").read_text())
+    assert result["best_value"] == pytest.approx(max(accuracies))  # maximised: the task function's return value
+    assert "sweep finished: 3 job folders in search; compare them with: cmsweep search" in proc.stdout
+
+    table = subprocess.run([shutil.which("cmsweep", path=str(BIN)), "search"], cwd=tmp_path, capture_output=True,
+                           text=True, check=True).stdout
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 2 + 3
+    assert (tmp_path / "search/summary.png").is_file()

@@ -1,8 +1,15 @@
 """`cmeval ckpt=PATH`: rebuild model, tokenizer and labels from a checkpoint alone and evaluate it.
 
 Evaluates the checkpoint's own test split (or `split=val|train`), or `data.test_csv=OTHER.csv`, with the task's
-full metrics; writes metrics.json and predictions.csv (row, source file, CSV line, then the task's columns: for
-classification the true and predicted label and one probability column per class).
+full metrics (the code path cmtrain's final evaluation runs), on CPU or GPU whatever the checkpoint was trained on.
+Writes into its folder (by default RUN/eval-DATE_TIME beside the checkpoint's run):
+  * metrics.json, and a compact table on the terminal;
+  * predictions.csv: row, source CSV, line, the inputs, then the task's columns (classification: the true and the
+    predicted label and prob_CLASS per class, column names made safe for any label text);
+  * what the task's `report()` holds data for (engine/plots.py): for classification report.txt (per-class
+    precision, recall, F1, support), confusion_matrix.csv/.png and calibration.png (reliability diagram);
+  * modality_importance.json/.png (importance.py): each modality, and with three each pair, masked as missing,
+    and the drop of every per-epoch metric; `importance=false` skips it.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from pathlib import Path
 import hydra
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from crossmodal_cli.build import (load_data, make_split_loader, rebuild, resolve_device, resolve_precision,
                                   seed_everything)
@@ -21,9 +28,13 @@ from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.config.commands import validate_eval
 from crossmodal_cli.engine.checkpoint import load_checkpoint
 from crossmodal_cli.engine.loop import evaluate as evaluate_loader
+from crossmodal_cli.data.table import MODALITIES
+from crossmodal_cli.engine.plots import importance_png, write_report
 from crossmodal_cli.engine.reporting import metrics_table, write_json
 from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
+from crossmodal_cli.importance import modality_importance
 from crossmodal_cli.paths import config_dir
+from crossmodal_cli.tasks.base import collate_targets
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +69,7 @@ def _data_config(stored: DictConfig, overrides: DictConfig) -> tuple[DictConfig,
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Evaluate cfg.ckpt; return the metrics of the chosen split."""
+    """Evaluate cfg.ckpt; write the reports into run_dir; return the metrics of the chosen split."""
     run_dir = Path(run_dir)
     check_config(cfg)
     state = load_checkpoint(cfg.ckpt)
@@ -81,15 +92,55 @@ def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
                                        progress_bar=True, full=True)
     frame = table.splits[split]
     rows = frame.iloc[outputs.indices.numpy()].reset_index(drop=True)
-    where = pd.DataFrame({"row": outputs.indices.numpy(), "source": rows["source"].to_numpy(),
-                          "line": rows["line"].to_numpy()})
-    pd.concat([where, task.predictions(outputs.values, rows)], axis=1).to_csv(
+    prediction_table(outputs.indices.numpy(), rows, task.predictions(outputs.values, rows)).to_csv(
         run_dir / "predictions.csv", index=False, float_format="%.6f")
-    write_json(run_dir / "metrics.json", {split: metrics, "checkpoint": str(Path(cfg.ckpt).resolve()),
-                                          "rows": len(frame)})
-    log.info("%s on %s (%d rows)\n%s\nwrote %s", Path(cfg.ckpt).name, split, len(frame),
-             metrics_table({split: metrics}), run_dir / "predictions.csv")
+    targets = collate_targets(list(loader.dataset.targets[outputs.indices.numpy()]))
+    title = f"{split}, {Path(cfg.ckpt).name}"
+    written = write_report(task.report(outputs.values, targets), run_dir, title)
+    result = {split: metrics, "checkpoint": str(Path(cfg.ckpt).resolve()), "rows": len(frame)}
+    lines = [f"{Path(cfg.ckpt).resolve()} on {split} ({len(frame)} rows)", metrics_table({split: metrics})]
+    if cfg.importance and task.fusion({}) is None and len(rebuilt.modalities) > 1:
+        importance = modality_importance(model, loader, task, device, precision, rebuilt.modalities, metrics,
+                                         split=split, rows=len(frame),
+                                         modality_dropout=float(stored.trainer.get("modality_dropout") or 0))
+        write_json(run_dir / "modality_importance.json", importance)
+        written += [run_dir / "modality_importance.json",
+                    importance_png(importance, run_dir / "modality_importance.png")]
+        result["modality_importance"] = {k: v["drop"] for k, v in importance["removed"].items()}
+        lines += [importance_table(importance), importance["note"]]
+    write_json(run_dir / "metrics.json", result)
+    lines.append("wrote " + ", ".join(p.name for p in [run_dir / "metrics.json", run_dir / "predictions.csv",
+                                                         *written]) + f" in {run_dir}")
+    log.info("%s", "\n".join(lines))
     return metrics
+
+
+def importance_table(importance: dict) -> str:
+    """`without      accuracy  f1_macro` rows: each removed modality's drop per metric (and the values left)."""
+    names = importance["metrics"]
+    head = f"{'without':<14}" + "".join(f"{'drop ' + n:>18}" for n in names)
+    rows = [f"{removed:<14}" + "".join(f"{r['drop'][n]:>+11.4f} ({r['metrics'][n]:.3f})" for n in names)
+            for removed, r in importance["removed"].items()]
+    return "\n".join([head, *rows])
+
+
+def prediction_table(indices, rows: pd.DataFrame, task_columns: pd.DataFrame) -> pd.DataFrame:
+    """predictions.csv: row (in the split), source CSV and its line (the row's id), the inputs (paths, text) as the
+    CSV gave them, then the task's columns (label, prediction, probabilities, ...)."""
+    inputs = {m: rows[m].to_numpy() for m in MODALITIES if m in rows}
+    where = pd.DataFrame({"row": indices, "source": rows["source"].to_numpy(), "line": rows["line"].to_numpy(),
+                          **inputs})
+    return pd.concat([where, task_columns], axis=1)
+
+
+def _eval_dir(ckpt: str, stamp: str) -> str:
+    """RUN/eval-STAMP beside the run of RUN/checkpoints/NAME.ckpt; DIR/eval-STAMP for a .ckpt anywhere else."""
+    path = Path(ckpt).expanduser().resolve()
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return str(run / f"eval-{stamp}")
+
+
+OmegaConf.register_new_resolver("cm_eval_dir", _eval_dir, replace=True)
 
 
 @hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")

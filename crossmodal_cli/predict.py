@@ -27,10 +27,10 @@ from crossmodal_cli.build import (load_data, make_split_loader, rebuild, resolve
                                   seed_everything)
 from crossmodal_cli.config.commands import validate_predict
 from crossmodal_cli.data.dataset import resolve_workers
-from crossmodal_cli.data.table import MODALITIES
 from crossmodal_cli.engine.checkpoint import load_checkpoint
 from crossmodal_cli.engine.loop import autocast, concat, to_device
 from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
+from crossmodal_cli.evaluate import prediction_table
 from crossmodal_cli.paths import config_dir
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,7 @@ def predict(cfg: DictConfig, run_dir: str | Path) -> pd.DataFrame:
                                pin_memory=device.type == "cuda")
     rows, values, embeddings = _run(model, loader, task, device, precision, cfg.predict.embeddings)
     ordered = frame.iloc[rows].reset_index(drop=True)
-    inputs = {m: ordered[m].to_numpy() for m in MODALITIES if m in ordered}
-    table_out = pd.concat([pd.DataFrame({"row": rows, "source": ordered["source"].to_numpy(),
-                                         "line": ordered["line"].to_numpy(), **inputs}),
-                           task.predictions(values, ordered)], axis=1)
+    table_out = prediction_table(rows, ordered, task.predictions(values, ordered))
     if top_k:
         table_out = pd.concat([table_out, task.top_k(values, top_k)], axis=1)
     table_out.to_csv(run_dir / "predictions.csv", index=False, float_format="%.6f")

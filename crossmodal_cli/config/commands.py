@@ -42,6 +42,7 @@ class EvalSchema:
 
     ckpt: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a .ckpt file")]
     split: Literal["train", "val", "test"]
+    importance: bool
     data: EvalDataSchema
     trainer: EvalTrainerSchema
 

@@ -4,7 +4,8 @@ Each modality's projected vector x_m [B, P] gives a candidate h_m = tanh(W_m x_m
 concatenation of all x [B, M*P] are softmax-normalised over modalities per feature, z [B, M, P] (the paper's
 sigmoid z and 1 - z for two modalities); the output sum_m z_m * h_m [B, P] is layer-normalised (a convex mix of
 tanh values is small, which slows learning) and goes through an MLP -> [B, hidden_dim]. An absent modality's x
-is zeroed in the gate input and its gate is 0 (the softmax runs over present modalities).
+is zeroed in the gate input and its gate is 0 (the softmax runs over present modalities). `last_gates` keeps the
+last batch's mean gate per modality [B, M] (detached), which cmeval averages into its modality-importance report.
 """
 from __future__ import annotations
 
@@ -35,4 +36,5 @@ class GatedFusion(nn.Module):
         x = x * keep.to(x.dtype)
         h = torch.stack([torch.tanh(self.candidate[m](x[:, i])) for i, m in enumerate(self.modalities)], dim=1)
         z = masked_softmax(self.gate(x.flatten(1)).view_as(x), keep)                            # [B, M, P]
+        self.last_gates = z.detach().mean(-1)  # [B, M]: each modality's mean gate, read by cmeval's report
         return self.mlp(self.norm((z.to(h.dtype) * h).sum(1)))

@@ -132,6 +132,15 @@ class Task(ABC):
         """Whether a larger value of `metric` (a name from `metrics()`, or "loss") is better."""
         return metric != "loss"
 
+    def chance(self) -> dict[str, float]:
+        """{metric: value a guess reaches} for the metrics where that is known (drawn in curves.png)."""
+        return {}
+
+    def report(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Plain values cmeval turns into report.txt and pictures (classification: the confusion matrix,
+        per-class scores, reliability bins), from one split's outputs and targets; {} for none."""
+        return {}
+
     # ---- pieces shared by the tasks ------------------------------------------------------------------------------
 
     def main_and_aux(self, out, loss_fn) -> dict[str, torch.Tensor]:
@@ -181,6 +190,16 @@ def drop_or_refuse(frame: pd.DataFrame, bad: pd.Series, split: str, on_missing: 
 def label_column(frame: pd.DataFrame) -> dict[str, Any]:
     """{"label": the labels as written} for predictions.csv, or {} for rows read without labels (cmpredict)."""
     return {"label": frame["label"].to_numpy()} if "label" in frame else {}
+
+
+def probability_columns(classes: list[str]) -> list[str]:
+    """prob_LABEL per class, made safe for any label text: control characters and line breaks become spaces, and
+    labels that would then share a column name (or collide after that) get their class index appended."""
+    names = ["prob_" + "".join(c if c.isprintable() else " " for c in label) for label in classes]
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    return [f"{name}#{i}" if seen[name] > 1 else name for i, name in enumerate(names)]
 
 
 def require_fitted(task: Task) -> None:

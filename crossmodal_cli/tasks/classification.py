@@ -14,15 +14,19 @@ import torch
 import torchmetrics
 from torch import nn
 from torchmetrics import classification as tmc
+from torchmetrics.functional import classification as tmf
 
 from crossmodal_cli.data.csvfile import describe_rows, printable
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.tasks.base import Task, drop_or_refuse, label_column, labels_error, require_fitted
+from crossmodal_cli.tasks.base import (Task, drop_or_refuse, label_column, labels_error, probability_columns,
+                                       require_fitted)
 
 # Label spellings that mean "no label", as spreadsheets and pandas write them (pandas' defaults, less the exotic
 # ones). Compared after casefold(), except NA and None: a class called "na" or "none" stays a class.
 MISSING_LABELS = frozenset({"nan", "null", "n/a", "#n/a", "<na>"})
 MISSING_LABELS_EXACT = frozenset({"NA", "None"})
+TOP_K = 5             # top-5 accuracy is reported when there are more than 5 classes
+CALIBRATION_BINS = 15  # equal-width confidence bins of the ECE and the reliability diagram
 
 
 def missing_labels(labels: pd.Series) -> pd.Series:
@@ -140,7 +144,8 @@ class Classification(Task):
 
     def metrics(self, full: bool = False) -> torchmetrics.MetricCollection:
         """Per epoch: accuracy, macro F1. Full: also balanced accuracy, macro precision/recall, weighted F1,
-        macro one-vs-rest AUROC. update(probabilities [B, C], target [B])."""
+        macro one-vs-rest AUROC, expected calibration error (15 bins, L1) and, with more than 5 classes, top-5
+        accuracy. update(probabilities [B, C], target [B])."""
         n = self.num_classes if self.fitted else 2
         metrics = {"accuracy": tmc.MulticlassAccuracy(num_classes=n, average="micro"),
                    "f1_macro": tmc.MulticlassF1Score(num_classes=n, average="macro")}
@@ -149,8 +154,41 @@ class Classification(Task):
                            precision_macro=tmc.MulticlassPrecision(num_classes=n, average="macro"),
                            recall_macro=tmc.MulticlassRecall(num_classes=n, average="macro"),
                            f1_weighted=tmc.MulticlassF1Score(num_classes=n, average="weighted"),
-                           auroc_macro=tmc.MulticlassAUROC(num_classes=n, average="macro"))
+                           auroc_macro=tmc.MulticlassAUROC(num_classes=n, average="macro"),
+                           ece=tmc.MulticlassCalibrationError(num_classes=n, n_bins=CALIBRATION_BINS, norm="l1"))
+            if n > TOP_K:
+                metrics[f"top{TOP_K}_accuracy"] = tmc.MulticlassAccuracy(num_classes=n, average="micro", top_k=TOP_K)
         return torchmetrics.MetricCollection(metrics)
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric not in ("loss", "ece")
+
+    def chance(self) -> dict[str, float]:
+        """Accuracy and macro F1 of guessing uniformly at random: 1 / number of classes."""
+        return {"accuracy": 1 / self.num_classes, "f1_macro": 1 / self.num_classes}
+
+    def report(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict:
+        """What cmeval draws and tabulates (engine/plots.py), from every row's probabilities [N, C] and class [N]:
+        the confusion matrix (rows = true class), per-class precision/recall/F1/support (torchmetrics, average=None)
+        and the reliability diagram's bins (mean confidence, accuracy and count per confidence bin: torchmetrics
+        computes the ECE from the same bins but does not return them)."""
+        n, probs, targets = self.num_classes, outputs.float(), targets.long()
+        matrix = tmf.multiclass_confusion_matrix(probs, targets, num_classes=n)
+        per_class = {name: fn(probs, targets, num_classes=n, average="none").tolist() for name, fn in (
+            ("precision", tmf.multiclass_precision), ("recall", tmf.multiclass_recall),
+            ("f1", tmf.multiclass_f1_score))}
+        confidence, predicted = probs.max(dim=1)
+        correct = (predicted == targets).float()
+        bins = torch.clamp((confidence * CALIBRATION_BINS).long(), max=CALIBRATION_BINS - 1)
+        count = torch.bincount(bins, minlength=CALIBRATION_BINS).float()
+        mean = lambda values: (torch.bincount(bins, weights=values, minlength=CALIBRATION_BINS)  # noqa: E731
+                               / count.clamp_min(1)).tolist()
+        return {"classes": list(self.classes), "confusion_matrix": matrix.tolist(),
+                "per_class": {**per_class, "support": matrix.sum(1).tolist()},
+                "reliability": {"bins": CALIBRATION_BINS, "confidence": mean(confidence), "accuracy": mean(correct),
+                                "count": count.long().tolist()},
+                "ece": float(tmf.multiclass_calibration_error(probs, targets, num_classes=n,
+                                                              n_bins=CALIBRATION_BINS, norm="l1"))}
 
     def outputs(self, out) -> torch.Tensor:
         """[B, C] probabilities in fp32."""
@@ -165,5 +203,5 @@ class Classification(Task):
         """label, predicted (the most probable class), prob_CLASS per class."""
         predicted = [self.classes[i] for i in outputs.argmax(1).tolist()]
         columns = {**label_column(frame), "predicted": predicted}
-        columns.update({f"prob_{c}": outputs[:, i].numpy() for i, c in enumerate(self.classes)})
+        columns.update({name: outputs[:, i].numpy() for i, name in enumerate(probability_columns(self.classes))})
         return pd.DataFrame(columns)

@@ -60,6 +60,9 @@ class Distillation(Task):
     def higher_is_better(self, metric: str) -> bool:
         return self.task.higher_is_better(metric)
 
+    def chance(self) -> dict[str, float]:
+        return self.task.chance()
+
     def head(self, in_dim: int) -> nn.Module:
         return self.task.head(in_dim)
 

@@ -21,7 +21,7 @@ from torchmetrics import classification as tmc
 
 from crossmodal_cli.data.csvfile import describe_rows, printable
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.tasks.base import Task, drop_or_refuse, label_column, require_fitted
+from crossmodal_cli.tasks.base import Task, drop_or_refuse, label_column, probability_columns, require_fitted
 from crossmodal_cli.tasks.classification import class_names, missing_labels
 
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
@@ -158,7 +158,7 @@ class MultiLabel(Task):
         chosen = (outputs >= self.threshold).numpy()
         predicted = [self.separator.join(c for c, on in zip(self.classes, row) if on) for row in chosen]
         columns = {**label_column(frame), "predicted": predicted}
-        columns.update({f"prob_{c}": outputs[:, i].numpy() for i, c in enumerate(self.classes)})
+        columns.update({name: outputs[:, i].numpy() for i, name in enumerate(probability_columns(self.classes))})
         return pd.DataFrame(columns)
 
     def higher_is_better(self, metric: str) -> bool:

@@ -38,8 +38,9 @@ def test_json_is_strict_and_the_table_lists_every_split(tmp_path):
     write_json(tmp_path / "m.json", {"val": {"loss": math.nan, "accuracy": 0.5}})
     assert json.loads((tmp_path / "m.json").read_text()) == {"val": {"loss": None, "accuracy": 0.5}}
     table = metrics_table({"val": {"accuracy": 0.5, "loss": 1.0}, "test": {"accuracy": 0.25, "loss": 2.0}, "x": None})
-    assert table.splitlines()[0].split() == ["split", "accuracy", "loss"]
-    assert table.splitlines()[2].split() == ["test", "0.2500", "2.0000"] and len(table.splitlines()) == 3
+    assert table.splitlines()[0].split() == ["metric", "val", "test"]
+    assert table.splitlines()[1].split() == ["accuracy", "0.5000", "0.2500"]
+    assert table.splitlines()[2].split() == ["loss", "1.0000", "2.0000"] and len(table.splitlines()) == 3
 
 
 def test_the_epoch_line_fits_a_terminal():

@@ -51,13 +51,13 @@ def epoch_line(record: Mapping[str, Any], max_epochs: int | None = None) -> str:
 
 
 def metrics_table(results: Mapping[str, Mapping[str, float] | None]) -> str:
-    """A small text table: one row per split, one column per metric."""
-    rows = {split: m for split, m in results.items() if m}
-    names = sorted({k for m in rows.values() for k in m})
-    widths = [max(10, len(n)) + 2 for n in names]
-    lines = [f"{'split':<8}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths))]
-    for split, m in rows.items():
-        lines.append(f"{split:<8}" + "".join(f"{_cell(m.get(n)):>{w}}" for n, w in zip(names, widths)))
+    """A compact text table: one row per metric, one column per split (the full metric set stays narrow)."""
+    splits = {split: m for split, m in results.items() if m}
+    names = sorted({k for m in splits.values() for k in m})
+    width = max([len("metric"), *(len(n) for n in names)])
+    lines = [f"{'metric':<{width}}" + "".join(f"{split:>10}" for split in splits)]
+    for name in names:
+        lines.append(f"{name:<{width}}" + "".join(f"{_cell(m.get(name)):>10}" for m in splits.values()))
     return "\n".join(lines)
 
 
@@ -66,13 +66,17 @@ def _cell(value: Any) -> str:
 
 
 class RunReporter:
-    """Appends epoch records to metrics.jsonl and TensorBoard; draws curves.png at the end."""
+    """Appends epoch records to metrics.jsonl and TensorBoard; the final metrics and hyper-parameters to TensorBoard
+    (`final`); draws curves.png at the end."""
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, resume_epoch: int | None = None,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None, monitor: str | None = None, monitor_mode: str = "max",
+                 chance: Mapping[str, float] | None = None):
         """With resume_epoch/resume_step, records from that epoch/step on (written after the checkpoint a run
-        resumes from) are removed, so the resumed run's records replace them."""
+        resumes from) are removed, so the resumed run's records replace them. `monitor` (e.g. "val/accuracy")
+        and `monitor_mode` mark the best epoch in curves.png; `chance` ({metric: value}) draws chance levels."""
         self.run_dir = Path(run_dir)
+        self.monitor, self.monitor_mode, self.chance = monitor, monitor_mode, dict(chance or {})
         self.jsonl = self.run_dir / "metrics.jsonl"
         if resume_epoch is not None and self.jsonl.is_file():
             kept = [line for line in self.jsonl.read_text().splitlines()
@@ -95,8 +99,20 @@ class RunReporter:
         """One line per epoch: epoch, step, train/loss, val/*, seconds, samples_per_second, lr."""
         with self.jsonl.open("a") as f:
             f.write(json.dumps(_plain(record)) + "\n")
-        self.scalars({k: v for k, v in record.items() if "/" in k and isinstance(v, (int, float))}, record["step"])
+        self.scalars({**{k: v for k, v in record.items() if "/" in k and isinstance(v, (int, float))},
+                      "train/samples_per_second": record.get("samples_per_second", 0.0)}, record["step"])
         log.info("%s", epoch_line(record, max_epochs))
+
+    def final(self, results: Mapping[str, Any], hparams: Mapping[str, Any], step: int) -> None:
+        """The best checkpoint's val/test metrics as `final/SPLIT/NAME` scalars, and the run's hyper-parameters
+        with those metrics (add_hparams), so the runs of a sweep line up in TensorBoard's HParams tab."""
+        if self.writer is None:
+            return
+        metrics = {f"final/{split}/{name}": float(value) for split in ("val", "test")
+                   for name, value in (results.get(split) or {}).items()
+                   if isinstance(value, (int, float)) and math.isfinite(value)}
+        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        self.writer.add_hparams(values, metrics, run_name=".", global_step=step)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -104,13 +120,15 @@ class RunReporter:
         self.plot()
 
     def plot(self) -> None:
-        """curves.png: train/val loss and every other val metric per epoch."""
+        """curves.png: train/val loss (log scale when positive) and every other val metric per epoch, with the
+        best epoch of the monitored metric marked and the task's chance levels drawn."""
         if not self.jsonl.is_file():
             return
         records = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
         if not records:
             return
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -118,15 +136,42 @@ class RunReporter:
         epochs = [r["epoch"] for r in records]
         others = sorted({k for r in records for k in r if k.startswith("val/") and k != "val/loss"})
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        losses = []
         for key in ("train/loss", "val/loss"):
-            axes[0].plot(epochs, [r.get(key) for r in records], marker="o", label=key)
+            values = [r.get(key) for r in records]
+            losses += [v for v in values if v is not None]
+            axes[0].plot(epochs, values, marker="o", label=key)
+        if losses and min(losses) > 0:
+            axes[0].set_yscale("log")
         for key in others:
             axes[1].plot(epochs, [r.get(key) for r in records], marker="o", label=key)
-        for ax, title in zip(axes, ("loss", "validation metrics")):
+        levels: dict[float, list[str]] = {}  # one line per chance value, naming the metrics it applies to
+        for metric, value in self.chance.items():
+            if f"val/{metric}" in others:
+                levels.setdefault(round(value, 6), []).append(metric)
+        for value, metrics in levels.items():
+            axes[1].axhline(value, color="black", linestyle=":", linewidth=1,
+                            label=f"chance {', '.join(metrics)} ({value:.3g})")
+        best = self._best_epoch(records)
+        if best is not None:
+            for ax in axes:
+                ax.axvline(best, color="grey", linestyle="--", linewidth=1)
+            axes[1].plot([], [], color="grey", linestyle="--", label=f"best {self.monitor} (epoch {best})")
+        for ax, title in zip(axes, ("loss" + (" (log scale)" if axes[0].get_yscale() == "log" else ""),
+                                    "validation metrics")):
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             ax.set_xlabel("epoch")
             ax.set_title(title)
             ax.grid(alpha=0.3)
-            ax.legend()
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(self.run_dir / "curves.png", dpi=100)
         plt.close(fig)
+
+    def _best_epoch(self, records: list[dict]) -> int | None:
+        """The epoch best.ckpt comes from: the first with the best monitored value (as the loop chooses it)."""
+        scored = [(r[self.monitor], r["epoch"]) for r in records if self.monitor and r.get(self.monitor) is not None]
+        if not scored:
+            return None
+        best = max(v for v, _ in scored) if self.monitor_mode == "max" else min(v for v, _ in scored)
+        return next(epoch for value, epoch in scored if value == best)

@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	rm -rf $(DEMO_RUN)
 	$(BIN)/cmtrain hydra.run.dir=$(DEMO_RUN)
-	$(BIN)/cmeval ckpt=$(DEMO_RUN)/checkpoints/best.ckpt hydra.run.dir=$(DEMO_RUN)/eval
+	$(BIN)/cmeval ckpt=$(DEMO_RUN)/checkpoints/best.ckpt   # writes $(DEMO_RUN)/eval-DATE_TIME/
 
 # The same demo with the image alone: the baseline that fusion must beat.
 demo-unimodal: install

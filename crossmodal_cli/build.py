@@ -26,6 +26,7 @@ from crossmodal_cli.data.modalities import load_pretrained_tokenizer, tokenizer_
 from crossmodal_cli.data.table import SPLITS, Table, load_table
 from crossmodal_cli.data.validation import check_inputs
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.engine import distributed
 from crossmodal_cli.engine.loop import autocast
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.features import FeatureDataset, collate_features, encode_all, feature_entries, weights_digest
@@ -150,26 +151,40 @@ def audio_rate(cfg: DictConfig) -> int:
 
 
 def make_split_loader(table: Table, split: str, cfg: DictConfig, tokenizer, *, batch_size: int, train: bool,
-                      num_workers: int, seed: int, pin_memory: bool, drop_last: bool = False, augment: bool = True):
-    """A DataLoader over one split, preparing inputs as the encoders declare (image size and resize mode)."""
+                      num_workers: int, seed: int, pin_memory: bool, drop_last: bool = False, augment: bool = True,
+                      shard: bool = False):
+    """A DataLoader over one split, preparing inputs as the encoders declare (image size and resize mode).
+    `shard` (cmtrain under torchrun): this process's shard of each epoch, `batch_size` rows per process."""
     data = cfg.data
     size, resize = image_input(cfg) if "image" in table.modalities else (0, "squash")
     dataset = TableDataset(table.splits[split], table.modalities, size,
                            AudioSettings(audio_rate(cfg), data.audio.seconds), train=train,
                            augment=data.augment and augment, seed=seed, resize=resize)
     return make_loader(dataset, Collate(tokenizer, data.text.max_length), batch_size=batch_size, shuffle=train,
-                       num_workers=num_workers, seed=seed, pin_memory=pin_memory, drop_last=drop_last)
+                       num_workers=num_workers, seed=seed, pin_memory=pin_memory, drop_last=drop_last,
+                       **_shard(shard, train))
+
+
+def _shard(shard: bool, train: bool) -> dict:
+    """make_loader's sharding arguments: this process's rank and the world size; training evened out."""
+    if not shard:
+        return {}
+    return {"rank": distributed.rank(), "world_size": distributed.world_size(), "even": train}
 
 
 def make_loaders(cfg: DictConfig, table: Table, model: MultimodalModel, tokenizer, *, device: torch.device,
                  precision: str, num_workers: int) -> dict[str, Any]:
     """{split: DataLoader} for train, val and test (None when empty): raw inputs, or with trainer.feature_cache the
-    frozen encoders' cached outputs (features.py) and `model.from_features` set."""
+    frozen encoders' cached outputs (features.py) and `model.from_features` set.
+
+    trainer.batch_size is the global batch: under torchrun each process loads its shard of every split,
+    batch_size / world_size rows at a time (engine/distributed.py); the feature cache is computed by rank 0."""
     batch_size, seed = cfg.trainer.batch_size, cfg.seed
     drop_last = cfg.trainer.drop_last and len(table.splits["train"]) >= batch_size
+    local = distributed.local_batch(batch_size)
     if not cfg.trainer.feature_cache:
-        common = dict(cfg=cfg, tokenizer=tokenizer, batch_size=batch_size, num_workers=num_workers, seed=seed,
-                      pin_memory=device.type == "cuda")
+        common = dict(cfg=cfg, tokenizer=tokenizer, batch_size=local, num_workers=num_workers, seed=seed,
+                      pin_memory=device.type == "cuda", shard=True)
         return {split: (make_split_loader(table, split, train=split == "train", drop_last=drop_last and split == "train",
                                           **common) if len(table.splits[split]) else None) for split in SPLITS}
     if cfg.data.augment:
@@ -193,11 +208,14 @@ def make_loaders(cfg: DictConfig, table: Table, model: MultimodalModel, tokenize
         return encode_all(model.encoders[m], loader, m, device, lambda: autocast(device, precision))
 
     frames = [table.splits[s] for s in SPLITS]
-    entries = feature_entries(frames, table.modalities, Path(cfg.trainer.cache_dir).expanduser(), describe, encode)
+    with distributed.rank_zero_first():
+        entries = feature_entries(frames, table.modalities, Path(cfg.trainer.cache_dir).expanduser(), describe,
+                                  encode)
     model.from_features = True
     return {split: (make_loader(FeatureDataset(table.splits[split], table.modalities, entries), collate_features,
-                                batch_size=batch_size, shuffle=split == "train", num_workers=0, seed=seed,
-                                pin_memory=device.type == "cuda", drop_last=drop_last and split == "train")
+                                batch_size=local, shuffle=split == "train", num_workers=0, seed=seed,
+                                pin_memory=device.type == "cuda", drop_last=drop_last and split == "train",
+                                **_shard(True, split == "train"))
                     if len(table.splits[split]) else None) for split in SPLITS}
 
 

@@ -29,11 +29,12 @@ from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_jso
 from crossmodal_cli.data.table import MODALITIES
 from crossmodal_cli.distill import attach_teacher, check_teacher
 from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint, restore_rng, save_checkpoint, task_state
-from crossmodal_cli.engine.interrupt import TrainingInterrupted
+from crossmodal_cli.engine.interrupt import TrainingInterrupted, hand_over
 from crossmodal_cli.engine.loop import Trainer, TrainSettings, evaluate
 from crossmodal_cli.engine.reporting import RunReporter, metrics_table, write_json
 from crossmodal_cli.errors import CrossmodalError, Interrupted, exit_on_user_error
 from crossmodal_cli.paths import config_dir
+from crossmodal_cli.requeue import requeued_run
 from crossmodal_cli.tasks.base import Task, collate_targets
 
 log = logging.getLogger(__name__)
@@ -294,12 +295,18 @@ def main(cfg: DictConfig) -> float | None:
     try:
         if cfg.resume:
             cfg, state = resumed_config(cfg, list(hydra_cfg.overrides.task))
+        elif requeued_run(run_dir, hydra_cfg):  # the same SLURM/submitit job again, after a pre-emption
+            cfg.resume = str(run_dir)
+            cfg, state = resumed_config(cfg, [])
         results = train(cfg, run_dir, resume=state)
     except TrainingInterrupted as stop:
+        hand_over(stop.signum)  # under submitit: requeue the job (and exit) now that last.ckpt is saved
         print(f"stopped by {stop}: last.ckpt saved; continue with: cmtrain resume={run_dir}",
               file=sys.stderr, flush=True)
         sys.exit(128 + stop.signum)
     except (CrossmodalError, KeyboardInterrupt) as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # into the job's log, where cmsweep finds it
+            log.error("%s", err)
         started = (run_dir / "checkpoints").exists()
         earlier = [p for p in (run_dir / ".hydra").glob("*") if p.is_dir()]  # resume-*/rerun-*: not ours alone
         if not started and hydra_cfg.mode == RunMode.RUN and not earlier:

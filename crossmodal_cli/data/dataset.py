@@ -36,24 +36,49 @@ class EpochSampler(Sampler):
 
     The order of an epoch depends only on (seed, epoch), so training can resume mid-epoch exactly:
     `set_epoch(epoch, start)` skips the rows already seen without loading them.
+
+    Under torchrun (`world_size` > 1) process `rank` takes positions rank, rank + W, rank + 2W, … of that order, and
+    `start` counts positions of the whole order (global samples, a multiple of W): a global batch of B = W x b rows
+    is then the same set of rows as batch k of a single process with batch size B, and a checkpoint written with one
+    number of processes resumes with another at the same place. Every process must run as many training batches
+    (DDP all-reduces in each backward), so a training epoch is evened out: `whole_batches=B` (drop_last) cuts it
+    to whole global batches, `pad=True` repeats the order's first rows up to a multiple of W, as
+    DistributedSampler does. Evaluation neither cuts nor pads: shards differ by at most one row and no row is
+    counted twice in a metric. Alone (world_size 1) it yields exactly the order above.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int):
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 whole_batches: int | None = None, pad: bool = False):
         self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.positions = size  # positions of the whole (evened) order, every process's together
+        if world_size > 1 and whole_batches:
+            self.positions = size // whole_batches * whole_batches
+        elif world_size > 1 and pad:
+            self.positions = -(-size // world_size) * world_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
+        if start % self.world_size:
+            raise ValueError(f"start={start}: a position of the whole order must be a multiple of the "
+                             f"{self.world_size} processes")
         self.epoch, self.start = epoch, start
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def order(self) -> torch.Tensor:
+        """Row indices of the epoch's whole order, evened out to `positions` [positions]."""
         if self.shuffle:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
         else:
             order = torch.arange(self.size)
-        return iter([(self.epoch, int(i)) for i in order[self.start:]])
+        if self.positions > self.size:
+            order = torch.cat([order, order[:self.positions - self.size]])
+        return order[:self.positions]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, int(i)) for i in self.order()[self.start + self.rank::self.world_size]])
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return len(range(self.start + self.rank, self.positions, self.world_size))
 
 
 class TableDataset(Dataset):
@@ -144,10 +169,17 @@ def _ignore_sigint(_worker_id: int) -> None:
 
 
 def make_loader(dataset: TableDataset, collate: Collate, *, batch_size: int, shuffle: bool, num_workers: int,
-                seed: int, pin_memory: bool, drop_last: bool = False) -> DataLoader:
+                seed: int, pin_memory: bool, drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                even: bool = False) -> DataLoader:
     """DataLoader over an EpochSampler (loader.sampler.set_epoch(...) before each epoch), with persistent
-    workers and prefetching when num_workers > 0."""
-    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    workers and prefetching when num_workers > 0.
+
+    `batch_size` is per process; with `world_size` > 1 the loader reads shard `rank` of each epoch and `even`
+    (training) gives every process the same number of batches: whole global batches with drop_last, padded
+    otherwise (EpochSampler)."""
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                           whole_batches=batch_size * world_size if even and drop_last else None,
+                           pad=even and not drop_last)
     # Its own generator, so creating an iterator does not draw from the global torch RNG (exact resume).
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=drop_last,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from crossmodal_cli.engine import distributed
 from crossmodal_cli.errors import CrossmodalError
 
 FORMAT = "crossmodal-checkpoint"
@@ -120,10 +121,16 @@ def _same_file(source: Path, path: Path, state: dict[str, Any]) -> None:
 
 
 class Checkpointer:
-    """Writes last.ckpt, best.ckpt and the most recent `keep_last_k` per-epoch snapshots (epoch-NNN.ckpt)."""
+    """Writes last.ckpt, best.ckpt and the most recent `keep_last_k` per-epoch snapshots (epoch-NNN.ckpt).
+
+    Under torchrun every process calls `save` at the same points and rank 0 alone writes; `save` returns on every
+    process once the files are in place (a barrier), so no process exits, e.g. after SIGTERM, while rank 0 still
+    writes the checkpoint it will be resumed from."""
 
     def __init__(self, folder: str | Path, keep_last_k: int, extra: dict[str, Any]):
         self.folder, self.keep_last_k, self.extra = Path(folder), keep_last_k, extra
+        if not distributed.is_main():
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         for stale in self.folder.glob(".*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
@@ -131,6 +138,11 @@ class Checkpointer:
     def save(self, state: dict[str, Any], *, best: bool = False, epoch_end: int | None = None) -> None:
         """Write last.ckpt (and best.ckpt, epoch-NNN.ckpt); a write that fails (disk full, quota, permissions)
         is one line saying that the previous files are intact and how to continue."""
+        if distributed.is_main():
+            self._write(state, best, epoch_end)
+        distributed.barrier()
+
+    def _write(self, state: dict[str, Any], best: bool, epoch_end: int | None) -> None:
         state = {**state, **self.extra}
         last = path = self.folder / "last.ckpt"
         try:

@@ -1,7 +1,13 @@
-"""Graceful stop on SIGINT/SIGTERM: the loop finishes its optimizer step, saves last.ckpt and exits."""
+"""Graceful stop on SIGINT/SIGTERM: the loop finishes its optimizer step, saves last.ckpt and exits.
+
+In a job that submitit started (`hydra/launcher=slurm|submitit_slurm|submitit_local`) the signal submitit sends
+before a SLURM pre-emption or time limit (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise) is caught the same
+way; once last.ckpt is saved, `hand_over` gives it to submitit's own handler, which requeues the job.
+"""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -16,8 +22,25 @@ class TrainingInterrupted(Exception):
         self.signum = signum
 
 
+def preemption_signal() -> int | None:
+    """The signal submitit sends before pre-emption or the time limit, when this process is a submitit job."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
+def hand_over(signum: int) -> None:
+    """After last.ckpt is saved: give submitit's pre-emption signal to the handler it installed before training
+    (it requeues the job and exits); any other signal, or no such handler, returns."""
+    handler = signal.getsignal(signum)
+    if signum == preemption_signal() and callable(handler):
+        log.warning("%s: last.ckpt saved; handing over to submitit to requeue this job", signal.Signals(signum).name)
+        handler(signum, None)
+
+
 class StopSignal:
-    """Context manager: the first SIGINT/SIGTERM sets `requested`; a second one stops at once (default handler)."""
+    """Context manager: the first SIGINT/SIGTERM (or submitit's pre-emption signal) sets `requested`; a second one
+    stops at once (default handler)."""
 
     def __init__(self):
         self.requested: int | None = None
@@ -34,8 +57,9 @@ class StopSignal:
 
     def __enter__(self) -> "StopSignal":
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM, preemption_signal()):
+                if signum is not None:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from crossmodal_cli.engine import distributed
 from crossmodal_cli.engine.checkpoint import Checkpointer, rng_state
 from crossmodal_cli.engine.interrupt import StopSignal, TrainingInterrupted
 from crossmodal_cli.engine.reporting import RunReporter
@@ -44,6 +45,7 @@ class TrainSettings:
     checkpoint_every_n_steps: int | None
     max_bad_steps: int
     progress_bar: bool
+    find_unused_parameters: bool = False  # under torchrun: DDP registers frozen parameters that unfreeze later
 
 
 @dataclass
@@ -105,7 +107,11 @@ class Outputs:
 def evaluate(model: nn.Module, loader, task, device: torch.device, precision: str, keep_outputs: bool = False,
              desc: str = "eval", progress_bar: bool = False, full: bool = False) -> tuple[dict, Outputs | None]:
     """Loss and the task's metrics over a loader (`full`: the task's full set, else its per-epoch set) and, with
-    keep_outputs, every row's outputs."""
+    keep_outputs, every row's outputs.
+
+    Under torchrun each process evaluates its shard of the split (without padding: no row twice) and the results
+    cover the whole split on every process: torchmetrics syncs its states in compute(), the loss sum and the row
+    count are added up over ranks, kept outputs are gathered (in shard order; `indices` says which row each is)."""
     model.eval()
     metrics = task.metrics(full).to(device)
     loss_sum = torch.zeros((), device=device)
@@ -121,6 +127,11 @@ def evaluate(model: nn.Module, loader, task, device: torch.device, precision: st
         if keep_outputs:
             kept.append((to_device(task.outputs(out), torch.device("cpu")), batch["index"].cpu()))
     results = {k: float(v) for k, v in metrics.compute().items()}
+    if distributed.is_distributed():
+        loss_sum, count = distributed.all_sum(torch.stack([loss_sum.double(), torch.tensor(count, device=device,
+                                                                                           dtype=torch.float64)]))
+        count = int(count)
+        kept = [part for parts in distributed.gather(kept if keep_outputs else []) for part in parts]
     results["loss"] = float(loss_sum) / max(count, 1)
     outputs = Outputs(*(concat(parts) for parts in zip(*kept))) if keep_outputs and kept else None
     return results, outputs
@@ -142,11 +153,23 @@ class Trainer:
         self.reporter, self.checkpointer = reporter, checkpointer
         self.scaler = torch.amp.GradScaler(settings.device.type, enabled=settings.precision == "fp16")
         self.progress = Progress()
+        # Under torchrun the training forward goes through DistributedDataParallel; self.model stays the plain
+        # module for evaluation and checkpoints (distributed.py).
+        self.train_model = distributed.wrap(model, settings.device, settings.find_unused_parameters)
+        self.stopping: int | None = None  # the stop request every process agreed on (torchrun)
 
     def state(self) -> dict:
+        """Everything a resume needs. Under torchrun every process calls it at the same points (collectives): the
+        epoch's loss sum is the mean over ranks (so train/loss is the global batches' mean loss) and each rank's
+        RNG state is kept (`rng_ranks`) besides rank 0's (`rng`)."""
+        progress, rng = asdict(self.progress), rng_state()
+        extra = {}
+        if distributed.is_distributed():
+            progress["loss_sum"] = distributed.mean(self.progress.loss_sum, self.s.device)
+            extra["rng_ranks"] = distributed.gather(rng)
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "progress": asdict(self.progress), "rng": rng_state()}
+                "progress": progress, "rng": rng, **extra}
 
     def load_state(self, state: dict) -> None:
         """Restore everything but the RNG (restored by the caller, last, after building the loaders)."""
@@ -164,9 +187,9 @@ class Trainer:
                 if p.batch == 0 and s.early_stopping_patience is not None and p.stale >= s.early_stopping_patience:
                     break
                 self._train_epoch(stop)
-                if stop.requested:
+                if self._stop_requested(stop, settle=True):
                     self.checkpointer.save(self.state())
-                    raise TrainingInterrupted(stop.requested)
+                    raise TrainingInterrupted(self._stop_requested(stop))
                 self._end_epoch()
         return p
 
@@ -185,11 +208,13 @@ class Trainer:
             batch = to_device(batch, device)
             group = min(s.accumulate_grad_batches, batches - (p.batch // s.accumulate_grad_batches)
                         * s.accumulate_grad_batches)  # the last group of an epoch may be shorter
+            sync = (p.batch + 1) % s.accumulate_grad_batches == 0 or p.batch + 1 == batches
             try:
-                with autocast(device, s.precision):
-                    out = self.model(batch["inputs"], batch.get("present"))
-                loss = total_loss(self.task, out, batch["target"])
-                self.scaler.scale(loss / group).backward()
+                with distributed.no_sync(self.train_model, sync):  # gradients all-reduced at a group's last batch
+                    with autocast(device, s.precision):
+                        out = self.train_model(batch["inputs"], batch.get("present"))
+                    loss = total_loss(self.task, out, batch["target"])
+                    self.scaler.scale(loss / group).backward()
             except torch.OutOfMemoryError:
                 raise CrossmodalError(
                     f"out of GPU memory with trainer.batch_size={s.batch_size}: lower it (e.g. "
@@ -198,10 +223,10 @@ class Trainer:
             loss_sum += loss.detach()
             group_loss = group_loss + loss.detach()
             p.batch += 1
-            p.seen += batch["index"].numel()
+            p.seen += batch["index"].numel() * distributed.world_size()  # global samples
             if p.batch % s.accumulate_grad_batches and p.batch != batches:
                 continue
-            self._optimizer_step(group_loss)
+            self._optimizer_step(group_loss, stop)
             group_loss = 0.0
             p.loss_sum, p.seconds = float(loss_sum), time.perf_counter() - started
             if p.step % s.log_every_n_steps == 0:
@@ -209,7 +234,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{p.loss_sum / p.batch:.4f}", samples_s=f"{rate:.0f}")
                 self.reporter.scalars({"train/loss_running": p.loss_sum / p.batch, "train/lr": self._base_lr(),
                                        **self._group_lrs()}, p.step)
-            if stop.requested:
+            if self._stop_requested(stop):
                 break
             if s.checkpoint_every_n_steps and p.step % s.checkpoint_every_n_steps == 0 and p.batch != batches:
                 self.checkpointer.save(self.state())
@@ -225,10 +250,30 @@ class Trainer:
         return {f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups
                 if "name" in g and not g["name"].endswith("/no_decay")}
 
-    def _optimizer_step(self, group_loss: torch.Tensor) -> None:
+    def _stop_requested(self, stop: StopSignal, settle: bool = False) -> int | None:
+        """The signal that asks training to stop, or None. Alone: as it arrived. Under torchrun: the request all
+        processes agreed on at the last optimizer step (`_finite`), or with `settle` (the epoch's end) agreed now,
+        so every process stops after the same step and none waits for another in a collective."""
+        if not distributed.is_distributed():
+            return stop.requested
+        if settle:
+            self.stopping = distributed.agree([self.stopping or stop.requested or 0], self.s.device)[0] or None
+        return self.stopping
+
+    def _finite(self, group_loss: torch.Tensor, stop: StopSignal) -> bool:
+        """Whether the step's loss is finite: one host sync per optimizer step. Under torchrun one all-reduce
+        (max) of [non-finite here, signal received here] instead, so every process skips the same steps and
+        `_stop_requested` gives every process the same answer."""
+        if not distributed.is_distributed():
+            return bool(torch.isfinite(group_loss))
+        bad, signum = distributed.agree([int(not torch.isfinite(group_loss)), stop.requested or 0], self.s.device)
+        self.stopping = self.stopping or signum or None
+        return not bad
+
+    def _optimizer_step(self, group_loss: torch.Tensor, stop: StopSignal) -> None:
         """Clip, step, schedule; skip the step (and count it) when the loss is not finite."""
         p, s = self.progress, self.s
-        if not bool(torch.isfinite(group_loss)):  # one host sync per optimizer step
+        if not self._finite(group_loss, stop):
             self.optimizer.zero_grad(set_to_none=True)
             p.bad_steps += 1
             p.skipped_steps += 1
@@ -255,8 +300,10 @@ class Trainer:
     def _end_epoch(self) -> None:
         """Validate, record, update best/early-stop state, checkpoint; move progress to the next epoch."""
         p, s = self.progress, self.s
+        distributed.sync_buffers(self.model)  # rank 0's BatchNorm statistics everywhere, as in its checkpoint
         val, _ = evaluate(self.model, self.val_loader, self.task, s.device, s.precision, progress_bar=s.progress_bar)
-        record = {"epoch": p.epoch, "step": p.step, "train/loss": p.loss_sum / max(p.batch, 1),
+        loss_sum = distributed.mean(p.loss_sum, s.device)  # over ranks: the global batches' mean loss
+        record = {"epoch": p.epoch, "step": p.step, "train/loss": loss_sum / max(p.batch, 1),
                   **{f"val/{k}": v for k, v in val.items()}, "lr": self._base_lr(),
                   "skipped_steps": p.skipped_steps, "seconds": p.seconds,
                   "samples_per_second": p.seen / max(p.seconds, 1e-9)}

@@ -28,6 +28,7 @@ from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_json
 from crossmodal_cli.data.table import MODALITIES
 from crossmodal_cli.distill import attach_teacher, check_teacher
+from crossmodal_cli.engine import distributed
 from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint, restore_rng, save_checkpoint, task_state
 from crossmodal_cli.engine.interrupt import TrainingInterrupted, hand_over
 from crossmodal_cli.engine.loop import Trainer, TrainSettings, evaluate
@@ -75,6 +76,7 @@ def check_config(cfg: DictConfig, *, partial: bool = False) -> None:
     the device and precision are resolved. `modalities=image` (no brackets) is taken as `[image]`.
     """
     validate_train(cfg, partial=partial)
+    distributed.local_batch(cfg.trainer.batch_size)  # under torchrun: the global batch must divide evenly
     if isinstance(cfg.modalities, str):
         cfg.modalities = [cfg.modalities]
     task = check_buildable(cfg, list(cfg.modalities) if cfg.modalities else list(MODALITIES))
@@ -124,7 +126,8 @@ def _settings(trainer: DictConfig, device: torch.device, precision: str) -> Trai
                          monitor_mode=trainer.monitor_mode, early_stopping_patience=trainer.early_stopping_patience,
                          log_every_n_steps=trainer.log_every_n_steps,
                          checkpoint_every_n_steps=trainer.checkpoint_every_n_steps,
-                         max_bad_steps=trainer.max_bad_steps, progress_bar=trainer.progress_bar)
+                         max_bad_steps=trainer.max_bad_steps,
+                         progress_bar=trainer.progress_bar and distributed.is_main())
 
 
 def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, dict]:
@@ -168,6 +171,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
 
     Returns {"val": {...}, "test": {...} or None, "monitor": "val/NAME", "best_epoch": n, ...} for the best
     checkpoint (what metrics.json holds).
+
+    Under torchrun every process runs this (engine/distributed.py): rank 0 reads the data first (generating the
+    demo data, writing the validation cache) and builds the tokenizer, which it hands to the others; it alone
+    writes into run_dir. Every process trains on its shard and evaluates its shard of val and test (metrics synced).
     """
     run_dir = Path(run_dir)
     if resume is None and (run_dir / "checkpoints" / "last.ckpt").exists():
@@ -180,27 +187,40 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     seed_everything(cfg.seed)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = resolve_device(cfg.trainer.device)
+    device = distributed.device(resolve_device(cfg.trainer.device))
     precision = resolve_precision(cfg.trainer.precision, device)
     task = build_task(cfg, task_state(resume) if resume else None)
     modalities = task.modalities(list(cfg.modalities) if cfg.modalities is not None else None)
-    table = load_data(cfg.data, modalities, cfg.seed, task)
+    with distributed.rank_zero_first():
+        table = load_data(cfg.data, modalities, cfg.seed, task)
     cfg.modalities = table.modalities  # stored resolved, so cmeval rebuilds exactly these encoders
     check_feature_cache(cfg, table.modalities)
 
     tokenizer = None
     if "text" in table.modalities:
-        tokenizer = tokenizer_from_json(resume["tokenizer"]) if resume else \
-            build_tokenizer(cfg, table.splits["train"]["text"].tolist())
-        tokenizer.save_pretrained(run_dir / "tokenizer")
-    write_json(run_dir / "labels.json", task.state())
-    write_json(run_dir / "data_report.json", {"rows": {s: len(f) for s, f in table.splits.items()},
-                                              "unusable_inputs": table.report, "on_missing": cfg.data.on_missing})
+        if resume:
+            tokenizer = tokenizer_from_json(resume["tokenizer"])
+        elif distributed.is_distributed():  # rank 0's, so every process has the same vocabulary
+            built = build_tokenizer(cfg, table.splits["train"]["text"].tolist()) if distributed.is_main() else None
+            tokenizer = tokenizer_from_json(distributed.broadcast(tokenizer_to_json(built) if built else None))
+        else:
+            tokenizer = build_tokenizer(cfg, table.splits["train"]["text"].tolist())
+    if distributed.is_main():
+        if tokenizer is not None:
+            tokenizer.save_pretrained(run_dir / "tokenizer")
+        write_json(run_dir / "labels.json", task.state())
+        write_json(run_dir / "data_report.json", {"rows": {s: len(f) for s, f in table.splits.items()},
+                                                  "unusable_inputs": table.report, "on_missing": cfg.data.on_missing})
 
     model = build_model(cfg, table.modalities, task, tokenizer,
                         architectures=resume.get("encoders") if resume else None)
     model.to(device)
+    if distributed.world_size() > 1:  # same initial weights (DDP broadcasts rank 0's); each rank its own dropout
+        torch.manual_seed(cfg.seed + 1_000_003 * distributed.rank())
     settings = _settings(cfg.trainer, device, precision)
+    # DDP registers parameters when built: encoders that unfreeze later must be registered while still frozen
+    settings.find_unused_parameters = any(t.freeze and t.unfreeze_at_epoch is not None
+                                          for t in model.transfer.values())
     workers = resolve_workers(cfg.trainer.num_workers)
     if cfg.distill.teacher:
         task = attach_teacher(cfg, table, device, precision, workers)
@@ -213,17 +233,22 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     log.info("model: %s fusion, %.2fM parameters (fusion %.2fM); device %s, precision %s, %d workers",
              cfg.fusion._target_.rsplit(".", 1)[-1], counts["total"] / 1e6, counts["fusion"] / 1e6, device,
              precision, workers)
+    if distributed.world_size() > 1:
+        log.info("torchrun: %d processes; global batch %d = %d per process", distributed.world_size(),
+                 cfg.trainer.batch_size, distributed.local_batch(cfg.trainer.batch_size))
 
     extra = {"config": to_yaml(cfg), "task": task.state(), "classes": table.classes, "modalities": table.modalities,
              "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None,
              "encoders": architectures_of(model)}
-    reporter = RunReporter(run_dir, resume_epoch=resume["progress"]["epoch"] if resume else None,
-                           resume_step=resume["progress"]["step"] if resume else None)
+    reporter = distributed.Silent()  # rank 0 alone writes metrics.jsonl, TensorBoard, curves.png
+    if distributed.is_main():
+        reporter = RunReporter(run_dir, resume_epoch=resume["progress"]["epoch"] if resume else None,
+                               resume_step=resume["progress"]["step"] if resume else None)
     trainer = Trainer(model, task, loaders["train"], loaders["val"], optimizer, scheduler, settings, reporter,
                       Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_last_k, extra))
     if resume:
         trainer.load_state(resume)
-        restore_rng(resume["rng"])
+        restore_rng(distributed.rank_rng(resume))
     try:
         progress = trainer.fit()
     finally:
@@ -234,7 +259,10 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
 
 def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, precision: str, progress,
                   monitor: str) -> dict:
-    """Evaluate best.ckpt on val and test with the task's full metrics; write metrics.json and log a table."""
+    """Evaluate best.ckpt on val and test with the task's full metrics; write metrics.json and log a table.
+
+    Under torchrun every process loads best.ckpt (written by rank 0 before the Checkpointer's barrier) and evaluates
+    its shard, with the metrics synced over ranks; rank 0 writes metrics.json."""
     best_path = run_dir / "checkpoints" / "best.ckpt"
     best = load_checkpoint(best_path)
     model.load_state_dict(best["model"])
@@ -249,7 +277,8 @@ def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, p
     if hasattr(model.fusion, "summary"):  # learned modality weights and similar, for the report
         results["fusion"] = model.fusion.summary()
         log.info("fusion: %s", ", ".join(f"{k} {v:.3f}" for k, v in results["fusion"].items()))
-    write_json(run_dir / "metrics.json", results)
+    if distributed.is_main():
+        write_json(run_dir / "metrics.json", results)
     log.info("best checkpoint (epoch %d of %d): %s\n%s", progress.best_epoch, progress.epoch - 1,
              run_dir / "checkpoints" / "best.ckpt", metrics_table({"val": results["val"], "test": results["test"]}))
     return results
@@ -262,10 +291,11 @@ def tune_task(task, model, val_loader, device, precision: str, best_path: Path, 
         return
     outputs = evaluate(model, val_loader, task, device, precision, keep_outputs=True)[1]
     targets = collate_targets(list(val_loader.dataset.targets[outputs.indices.numpy()]))
-    if task.tune(outputs.values, targets):
+    if task.tune(outputs.values, targets):  # every rank tunes alike on the gathered outputs; rank 0 writes
         log.info("tuned on the validation split: %s", task.describe())
-        save_checkpoint({**best, "task": task.state()}, best_path)
-        write_json(run_dir / "labels.json", task.state())
+        if distributed.is_main():
+            save_checkpoint({**best, "task": task.state()}, best_path)
+            write_json(run_dir / "labels.json", task.state())
 
 
 RUN_FILES = (".hydra", "tokenizer", "labels.json", "data_report.json", "tensorboard", "metrics.jsonl")
@@ -286,8 +316,8 @@ def discard_unstarted(run_dir: Path, log_name: str) -> None:
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
 @exit_on_user_error
-def main(cfg: DictConfig) -> float | None:
-    """Console script `cmtrain`. Returns the monitored value (for Hydra sweepers)."""
+def run(cfg: DictConfig) -> float | None:
+    """The Hydra task function of `cmtrain`. Returns the monitored value (for Hydra sweepers)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -301,15 +331,16 @@ def main(cfg: DictConfig) -> float | None:
         results = train(cfg, run_dir, resume=state)
     except TrainingInterrupted as stop:
         hand_over(stop.signum)  # under submitit: requeue the job (and exit) now that last.ckpt is saved
-        print(f"stopped by {stop}: last.ckpt saved; continue with: cmtrain resume={run_dir}",
-              file=sys.stderr, flush=True)
+        if distributed.is_main():
+            print(f"stopped by {stop}: last.ckpt saved; continue with: cmtrain resume={run_dir}",
+                  file=sys.stderr, flush=True)
         sys.exit(128 + stop.signum)
     except (CrossmodalError, KeyboardInterrupt) as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # into the job's log, where cmsweep finds it
             log.error("%s", err)
         started = (run_dir / "checkpoints").exists()
         earlier = [p for p in (run_dir / ".hydra").glob("*") if p.is_dir()]  # resume-*/rerun-*: not ours alone
-        if not started and hydra_cfg.mode == RunMode.RUN and not earlier:
+        if not started and hydra_cfg.mode == RunMode.RUN and not earlier and distributed.is_main():
             discard_unstarted(run_dir, f"{hydra_cfg.job.name}.log")
         if isinstance(err, KeyboardInterrupt):
             where = f"after training; the checkpoints are in {run_dir / 'checkpoints'}" if started else \
@@ -318,6 +349,29 @@ def main(cfg: DictConfig) -> float | None:
         raise
     split, name = results["monitor"].split("/", 1)
     return (results.get(split) or {}).get(name)
+
+
+def _now(pattern: str) -> str:
+    """${cm_now:PATTERN} in configs/train.yaml: the start time as Hydra's ${now:} gives it, but rank 0's under
+    torchrun, so every process resolves the same run folder."""
+    return distributed.start_time().strftime(pattern)
+
+
+OmegaConf.register_new_resolver("cm_now", _now, use_cache=True, replace=True)
+
+
+def main() -> None:
+    """Console script `cmtrain`, also under torchrun (`torchrun --nproc_per_node=N -m crossmodal_cli.train …`).
+
+    Under torchrun the process group is joined before Hydra composes the config, so every process resolves the
+    same run folder (rank 0's start time) and ranks other than 0 are told to write nothing into it (no .hydra/,
+    no log file: engine/distributed.py); alone, this only calls the Hydra entry point."""
+    exit_on_user_error(distributed.setup)()
+    try:
+        sys.argv += exit_on_user_error(distributed.hydra_overrides)(sys.argv[1:])
+        run()
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

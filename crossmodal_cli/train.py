@@ -243,7 +243,8 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     reporter = distributed.Silent()  # rank 0 alone writes metrics.jsonl, TensorBoard, curves.png
     if distributed.is_main():
         reporter = RunReporter(run_dir, resume_epoch=resume["progress"]["epoch"] if resume else None,
-                               resume_step=resume["progress"]["step"] if resume else None)
+                               resume_step=resume["progress"]["step"] if resume else None,
+                               monitor=cfg.trainer.monitor, monitor_mode=cfg.trainer.monitor_mode, chance=task.chance())
     trainer = Trainer(model, task, loaders["train"], loaders["val"], optimizer, scheduler, settings, reporter,
                       Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_last_k, extra))
     if resume:
@@ -251,10 +252,31 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
         restore_rng(distributed.rank_rng(resume))
     try:
         progress = trainer.fit()
+        results = final_metrics(run_dir, model, task, loaders["val"], loaders["test"], device, precision, progress,
+                                cfg.trainer.monitor)
+        reporter.final(results, hparams(cfg), progress.step)
     finally:
         reporter.close()
-    return final_metrics(run_dir, model, task, loaders["val"], loaders["test"], device, precision, progress,
-                         cfg.trainer.monitor)
+    best = results["val"].get(cfg.trainer.monitor.split("/", 1)[1])
+    log.info("done: run folder %s; best checkpoint %s (epoch %d, %s %s)", run_dir.resolve(),
+             (run_dir / "checkpoints" / "best.ckpt").resolve(), progress.best_epoch, cfg.trainer.monitor,
+             f"{best:.4f}" if isinstance(best, float) else best)
+    return results
+
+
+def hparams(cfg: DictConfig) -> dict:
+    """The values that tell the runs of a sweep apart, for TensorBoard's HParams tab: the chosen config of each
+    group (by its class name), the optimisation settings and the seed."""
+    name = lambda node: str(node.get("_target_", "")).rsplit(".", 1)[-1] if node is not None else "none"  # noqa: E731
+    values = {"seed": cfg.seed, "task": name(cfg.task), "fusion": name(cfg.fusion),
+              "modalities": ",".join(cfg.modalities or []), "optimizer": name(cfg.optimizer),
+              "lr": cfg.optimizer.get("lr"), "weight_decay": cfg.optimizer.get("weight_decay"),
+              "scheduler": name(cfg.scheduler)}
+    for m in cfg.modalities or []:
+        values[f"encoder/{m}"] = name(cfg.encoder[m])
+    for key in ("batch_size", "max_epochs", "accumulate_grad_batches", "modality_dropout", "precision"):
+        values[f"trainer/{key}"] = cfg.trainer.get(key)
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, precision: str, progress,

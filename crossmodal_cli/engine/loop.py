@@ -74,6 +74,14 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def device_memory(device: torch.device) -> dict[str, float]:
+    """{"gpu/max_memory_allocated_gb", "gpu/memory_reserved_gb"} on CUDA (for TensorBoard); {} elsewhere."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu/max_memory_allocated_gb": torch.cuda.max_memory_allocated(device) / 2**30,
+            "gpu/memory_reserved_gb": torch.cuda.memory_reserved(device) / 2**30}
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """torch.autocast for bf16/fp16, nothing for fp32."""
     if precision == "fp32":
@@ -233,7 +241,8 @@ class Trainer:
                 rate = p.seen / max(p.seconds, 1e-9)
                 bar.set_postfix(loss=f"{p.loss_sum / p.batch:.4f}", samples_s=f"{rate:.0f}")
                 self.reporter.scalars({"train/loss_running": p.loss_sum / p.batch, "train/lr": self._base_lr(),
-                                       **self._group_lrs()}, p.step)
+                                       "train/samples_per_second_running": rate, **self._group_lrs(),
+                                       **device_memory(device)}, p.step)
             if self._stop_requested(stop):
                 break
             if s.checkpoint_every_n_steps and p.step % s.checkpoint_every_n_steps == 0 and p.batch != batches:

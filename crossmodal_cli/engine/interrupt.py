@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,34 @@ def hand_over(signum: int) -> None:
         handler(signum, None)
 
 
+ECHO_SECONDS = 2.0  # under torchrun: a repeat of the same signal this soon is the same request
+
+
 class StopSignal:
     """Context manager: the first SIGINT/SIGTERM (or submitit's pre-emption signal) sets `requested`; a second one
-    stops at once (default handler)."""
+    stops at once (default handler).
+
+    Under torchrun (WORLD_SIZE > 1) a terminal's Ctrl-C reaches every worker twice, directly and once more from
+    torchrun, which passes on what it receives: a repeat of the same signal within ECHO_SECONDS is taken as that
+    echo, not as a second request."""
 
     def __init__(self):
         self.requested: int | None = None
+        self._at = 0.0
         self._previous: dict[int, object] = {}
 
+    def _echo(self, signum: int) -> bool:
+        return (signum == self.requested and time.monotonic() - self._at < ECHO_SECONDS
+                and int(os.environ.get("WORLD_SIZE", 1)) > 1)
+
     def _handle(self, signum, frame) -> None:
+        if self._echo(signum):
+            return
         if self.requested is not None:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
             return
-        self.requested = signum
+        self.requested, self._at = signum, time.monotonic()
         log.warning("%s received: finishing the current step and saving a checkpoint (send again to stop at once)",
                     signal.Signals(signum).name)
 

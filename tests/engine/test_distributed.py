@@ -159,3 +159,18 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "rank0/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert load_checkpoint(tmp_path / "rank0/checkpoints/last.ckpt")["rng_ranks"][1] is not None
+
+
+def test_under_torchrun_a_repeated_signal_at_once_is_the_echo_of_the_first(monkeypatch):
+    """A terminal's Ctrl-C reaches each worker directly and again through torchrun: one request, not two."""
+    import signal
+
+    from crossmodal_cli.engine.interrupt import StopSignal
+
+    stop = StopSignal()
+    stop._handle(signal.SIGINT, None)
+    assert stop.requested == signal.SIGINT
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert stop._echo(signal.SIGINT) and not stop._echo(signal.SIGTERM)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not stop._echo(signal.SIGINT)  # alone, a second Ctrl-C still stops at once

@@ -185,8 +185,10 @@ def make_loaders(cfg: DictConfig, table: Table, model: MultimodalModel, tokenize
     if not cfg.trainer.feature_cache:
         common = dict(cfg=cfg, tokenizer=tokenizer, batch_size=local, num_workers=num_workers, seed=seed,
                       pin_memory=device.type == "cuda", shard=True)
-        return {split: (make_split_loader(table, split, train=split == "train", drop_last=drop_last and split == "train",
-                                          **common) if len(table.splits[split]) else None) for split in SPLITS}
+        with distributed.rank_zero_first():  # a data cache (data.cache) is filled by rank 0, then read by the others
+            return {split: (make_split_loader(table, split, train=split == "train",
+                                              drop_last=drop_last and split == "train", **common)
+                            if len(table.splits[split]) else None) for split in SPLITS}
     if cfg.data.augment:
         log.info("feature cache: data.augment is off (cached features are computed once, without augmentation)")
     size, resize = image_input(cfg) if "image" in table.modalities else (0, "squash")

@@ -139,7 +139,8 @@ def evaluate(model: nn.Module, loader, task, device: torch.device, precision: st
         loss_sum, count = distributed.all_sum(torch.stack([loss_sum.double(), torch.tensor(count, device=device,
                                                                                            dtype=torch.float64)]))
         count = int(count)
-        kept = [part for parts in distributed.gather(kept if keep_outputs else []) for part in parts]
+        if keep_outputs:
+            kept = [part for parts in distributed.gather(kept) for part in parts]
     results["loss"] = float(loss_sum) / max(count, 1)
     outputs = Outputs(*(concat(parts) for parts in zip(*kept))) if keep_outputs and kept else None
     return results, outputs

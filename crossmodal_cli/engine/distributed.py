@@ -14,6 +14,8 @@ The rules the rest of the package follows under torchrun:
   checkpoints, metrics.json(l), TensorBoard, curves.png, the generated demo data, the validation and feature
   caches. Everything that writes asks `is_main()`; a process that needs a file rank 0 writes waits at a
   `barrier()` (`rank_zero_first()` for "rank 0 makes it, the others then read it"). Other ranks log errors only.
+  Across machines the run folder and the data must be on a file system every node sees (every rank reads the
+  checkpoint it resumes from, and best.ckpt for the final metrics).
 * **One run folder**: the run folder's time stamp is rank 0's (`start_time()`, broadcast once in `setup()`; the
   `cm_now` resolver of configs/train.yaml reads it), so every process resolves the same hydra.run.dir.
 * **trainer.batch_size is the global batch**: each process loads batch_size / world_size rows per step (a batch

@@ -83,7 +83,8 @@ def load_job(folder: Path) -> Job:
     name = job.monitor.split("/", 1)[-1]
     job.mode = trainer.get("monitor_mode") or ("min" if name in LOWER_IS_BETTER else "max")
     if not isinstance((job.metrics.get("val") or {}).get(name), (int, float)):
-        raise CrossmodalError(f"{folder / 'metrics.json'}: val.{name} (the monitored metric) is missing or not a number")
+        raise CrossmodalError(f"{folder / 'metrics.json'}: val.{name} (the monitored metric) is missing or not "
+                              f"a number")
     return job
 
 
@@ -115,6 +116,30 @@ def _mean_std(values: list) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
+def _measured(group: list[Job]) -> dict:
+    """The measured columns of one configuration: every val/test metric (mean and std over its seeds), best epoch,
+    epochs trained, training seconds (per job, summed over epochs; median per epoch), parameters, fusion reports."""
+    first = group[0]
+    row = {"monitor": first.monitor, "mode": first.mode}
+    for split in ("val", "test"):
+        names = dict.fromkeys(n for j in group for n, v in (j.metrics.get(split) or {}).items()
+                              if isinstance(v, (int, float)))
+        for name in names:
+            values = [(j.metrics.get(split) or {}).get(name) for j in group]
+            row[f"{split}/{name}"], row[f"{split}/{name} std"] = _mean_std(values)
+    row["best_epoch"], row["best_epoch std"] = _mean_std([j.metrics.get("best_epoch") for j in group])
+    row["epochs"] = statistics.mean(len(j.epochs) for j in group)
+    per_epoch = [e["seconds"] for j in group for e in j.epochs if "seconds" in e]
+    row["seconds"] = statistics.mean(sum(e.get("seconds", 0) for e in j.epochs) for j in group)
+    row["seconds_per_epoch"] = statistics.median(per_epoch) if per_epoch else math.nan
+    params = first.metrics.get("parameters") or {}
+    row["parameters"], row["fusion_parameters"] = params.get("total", math.nan), params.get("fusion", math.nan)
+    reports = [j.metrics.get("fusion") or {} for j in group]
+    keys = sorted({k for report in reports for k in report})
+    row["fusion_reports"] = ", ".join(f"{k} {statistics.mean(r[k] for r in reports if k in r):.2f}" for k in keys)
+    return row
+
+
 def summarise(jobs: list[Job]) -> tuple[pd.DataFrame, list[str]]:
     """One row per configuration (finished jobs grouped over seeds, sorted best first), then one row per failed or
     unfinished job. Returns the frame (mean and std of every val/test metric, …) and the configuration columns."""
@@ -129,28 +154,12 @@ def summarise(jobs: list[Job]) -> tuple[pd.DataFrame, list[str]]:
     for key, group in groups.items():
         first = group[0]
         row = {k: v for k, v in zip(columns, key)}
-        row.update(status=first.status, seeds=len(group), error=first.error, jobs=" ".join(str(j.folder) for j in group))
+        row.update(status=first.status, seeds=len(group), error=first.error,
+                   jobs="; ".join(str(j.folder) for j in group))
         if "seed" in varying and first.status != "done":
             row["seed"] = first.overrides.get("seed", "")
         if first.status == "done":
-            row.update(monitor=first.monitor, mode=first.mode)
-            for split in ("val", "test"):
-                names = dict.fromkeys(n for j in group for n, v in (j.metrics.get(split) or {}).items()
-                                      if isinstance(v, (int, float)))
-                for name in names:
-                    values = [(j.metrics.get(split) or {}).get(name) for j in group]
-                    row[f"{split}/{name}"], row[f"{split}/{name} std"] = _mean_std(values)
-            row["best_epoch"], row["best_epoch std"] = _mean_std([j.metrics.get("best_epoch") for j in group])
-            row["epochs"] = statistics.mean(len(j.epochs) for j in group)
-            per_epoch = [e["seconds"] for j in group for e in j.epochs if "seconds" in e]
-            row["seconds"] = statistics.mean(sum(e.get("seconds", 0) for e in j.epochs) for j in group)
-            row["seconds_per_epoch"] = statistics.median(per_epoch) if per_epoch else math.nan
-            params = first.metrics.get("parameters") or {}
-            row["parameters"], row["fusion_parameters"] = params.get("total", math.nan), params.get("fusion", math.nan)
-            reports = {k for j in group for k in (j.metrics.get("fusion") or {})}
-            row["fusion_reports"] = ", ".join(
-                f"{k} {statistics.mean(j.metrics['fusion'][k] for j in group if k in (j.metrics.get('fusion') or {})):.2f}"
-                for k in sorted(reports))
+            row.update(_measured(group))
         rows.append(row)
     frame = pd.DataFrame(rows)
     frame.attrs["by_seed"] = "seed" in varying
@@ -276,7 +285,7 @@ def run(argv: list[str] | None = None) -> int:
     frame, columns = summarise(jobs)
     if args.compact:
         order = {str(j.folder): i for i, j in enumerate(jobs)}
-        frame = frame.iloc[sorted(range(len(frame)), key=lambda i: order[frame.iloc[i].jobs.split()[0]])]
+        frame = frame.iloc[sorted(range(len(frame)), key=lambda i: order[frame.iloc[i].jobs.split("; ")[0]])]
         print(markdown(frame, columns, seconds=not args.no_seconds, compact=True))
         return 0
     out = args.out or args.sweeps[0]

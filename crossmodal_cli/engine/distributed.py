@@ -73,7 +73,12 @@ def setup() -> Ranks:
     cuda = torch.cuda.is_available() and dist.is_nccl_available()
     if cuda:
         torch.cuda.set_device(ranks.local_rank % torch.cuda.device_count())
-    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    try:
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    except (ValueError, RuntimeError) as err:  # e.g. WORLD_SIZE set by hand without MASTER_ADDR/MASTER_PORT
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CrossmodalError(f"WORLD_SIZE={ranks.world_size}: cannot join the other processes ({detail}); start "
+                              f"cmtrain with torchrun, or unset WORLD_SIZE") from None
     _START = broadcast(dt.datetime.now())
     if ranks.rank == 0:
         log.debug("process group: %d processes, backend %s", ranks.world_size, dist.get_backend())
@@ -233,7 +238,9 @@ def sync_buffers(model: nn.Module) -> None:
 
 def rank_rng(state: dict) -> dict:
     """This rank's RNG state from a checkpoint: its own (`rng_ranks`) when the checkpoint was written by as many
-    processes, else rank 0's (`rng`): then only dropout masks differ from an uninterrupted run, never the data order."""
+    processes, else rank 0's (`rng`) on every rank: then the dropout masks differ from an uninterrupted run (and
+    repeat across ranks until the run ends), never the data order or augmentation, which are keyed by seed, epoch
+    and row."""
     ranks = state.get("rng_ranks") or []
     return ranks[rank()] if len(ranks) == world_size() > 1 else state["rng"]
 

@@ -174,3 +174,14 @@ def test_under_torchrun_a_repeated_signal_at_once_is_the_echo_of_the_first(monke
     assert stop._echo(signal.SIGINT) and not stop._echo(signal.SIGTERM)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert not stop._echo(signal.SIGINT)  # alone, a second Ctrl-C still stops at once
+
+
+def test_world_size_without_torchrun_is_one_line(monkeypatch):
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(CrossmodalError, match="WORLD_SIZE=2: cannot join the other processes .*start cmtrain with "
+                                              "torchrun, or unset WORLD_SIZE"):
+        distributed.setup()
+    assert not distributed.is_distributed()

@@ -144,9 +144,9 @@ def importance_png(importance: Mapping[str, Any], path: Path) -> Path:
     ax.set_xlabel("drop when removed (higher = the model relies on it more)")
     dropout = importance["modality_dropout"]
     note = (f"trained with modality_dropout={dropout:g}" if importance["trained_with_missing"] else
-            "trained with modality_dropout=0: a drop also measures the shock of an input pattern never seen")
+            "trained with modality_dropout=0: drops include the shock of an unseen input pattern")
     ax.set_title(f"modality importance on {importance['split']} ({importance['rows']} rows)\n{note}", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.6 / (1 + len(names))), ncol=len(metrics), fontsize=8)
     ax.margins(x=0.15)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -51,7 +51,9 @@ def exit_on_user_error(fn: F) -> F:
             if os.environ.get("CROSSMODAL_DEBUG"):
                 raise
             log.debug("user error", exc_info=True)
-            print(f"error: {user_message(err)}", file=sys.stderr, flush=True)
+            # one write per line: the processes of a torchrun job share the terminal and must not interleave
+            sys.stderr.write(f"error: {user_message(err)}\n")
+            sys.stderr.flush()
             sys.exit(err.exit_status)
 
     return wrapper  # type: ignore[return-value]

@@ -225,7 +225,7 @@ def markdown(frame: pd.DataFrame, columns: list[str], *, seconds: bool = True, c
     header += ["fusion reports", *(["last error"] if problems else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for _, row in frame.iterrows():
-        seeds = str(row.get("seed", "")) if row.status != "done" and "seed" in frame.columns else str(row.seeds)
+        seeds = f"seed {row.get('seed', '')}" if row.status != "done" and "seed" in frame.columns else str(row.seeds)
         cells = [*(_short(row[k]) for k in columns), *([seeds] if by_seed else []), *([row.status] if problems else [])]
         if row.status == "done":
             cells += [_cell(row, f"val/{name}"), _cell(row, f"test/{name}"),

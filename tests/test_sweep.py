@@ -122,3 +122,12 @@ def test_a_folder_that_is_not_a_sweep_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = cmsweep(str(tmp_path / "empty"), check=False)
     assert proc.returncode == 2 and "no job folders" in proc.stderr
+
+
+def test_a_failed_seed_is_a_row_of_its_own_beside_its_configurations_finished_seeds(tmp_path):
+    job(tmp_path / "s/0", ["fusion=concat", "seed=42"], {"accuracy": 0.9, "loss": 0.3}, "val/accuracy")
+    job(tmp_path / "s/1", ["fusion=concat", "seed=1"], None,
+        log="[2026-11-24 10:00:01,000][crossmodal_cli.config.callback][ERROR] - job failed: RuntimeError: CUDA OOM\n")
+    table = rows(cmsweep(str(tmp_path / "s")).stdout)
+    assert table[2][:4] == ["concat", "1", "done", "0.900"]
+    assert table[3][:3] == ["concat", "seed 1", "failed"] and table[3][-1] == "job failed: RuntimeError: CUDA OOM"

@@ -128,6 +128,7 @@ def test_a_failed_seed_is_a_row_of_its_own_beside_its_configurations_finished_se
     job(tmp_path / "s/0", ["fusion=concat", "seed=42"], {"accuracy": 0.9, "loss": 0.3}, "val/accuracy")
     job(tmp_path / "s/1", ["fusion=concat", "seed=1"], None,
         log="[2026-11-24 10:00:01,000][crossmodal_cli.config.callback][ERROR] - job failed: RuntimeError: CUDA OOM\n")
+    job(tmp_path / "s/2", ["fusion=sum", "seed=42"], {"accuracy": 0.8, "loss": 0.3}, "val/accuracy")
     table = rows(cmsweep(str(tmp_path / "s")).stdout)
-    assert table[2][:4] == ["concat", "1", "done", "0.900"]
-    assert table[3][:3] == ["concat", "seed 1", "failed"] and table[3][-1] == "job failed: RuntimeError: CUDA OOM"
+    assert [r[:4] for r in table[2:4]] == [["concat", "1", "done", "0.900"], ["sum", "1", "done", "0.800"]]
+    assert table[4][:3] == ["concat", "seed 1", "failed"] and table[4][-1] == "job failed: RuntimeError: CUDA OOM"

@@ -65,8 +65,8 @@ class CheckBeforeRun(Callback):
         exit_on_user_error(self._multirun)(config)
 
     def _run(self, config: DictConfig) -> None:
+        self.check(task_config(config))  # first: the run folder may be made of checked values (cmeval: ckpt)
         check_folder("hydra.run.dir", config.hydra.run.dir)
-        self.check(task_config(config))
 
     def _multirun(self, config: DictConfig) -> None:
         check_folder("hydra.sweep.dir", config.hydra.sweep.dir)

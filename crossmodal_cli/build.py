@@ -20,9 +20,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from crossmodal_cli.data.dataset import AudioSettings, Collate, TableDataset, make_loader
+from crossmodal_cli.data.dataset import AudioSettings, Collate, TableDataset, make_loader, tokenize_all
 from crossmodal_cli.data.demo import ensure_demo
 from crossmodal_cli.data.modalities import load_pretrained_tokenizer, tokenizer_to_json, train_wordpiece
+from crossmodal_cli.data.preprocessed import cached_images
 from crossmodal_cli.data.table import SPLITS, Table, load_table
 from crossmodal_cli.data.validation import check_inputs
 from crossmodal_cli.encoders import Encoded
@@ -157,9 +158,18 @@ def make_split_loader(table: Table, split: str, cfg: DictConfig, tokenizer, *, b
     `shard` (cmtrain under torchrun): this process's shard of each epoch, `batch_size` rows per process."""
     data = cfg.data
     size, resize = image_input(cfg) if "image" in table.modalities else (0, "squash")
-    dataset = TableDataset(table.splits[split], table.modalities, size,
-                           AudioSettings(audio_rate(cfg), data.audio.seconds), train=train,
-                           augment=data.augment and augment, seed=seed, resize=resize)
+    frame, images, tokens = table.splits[split], None, None
+    if data.get("cache") == "preprocessed":
+        if "image" in table.modalities:
+            present = frame["has_image"].to_numpy(bool) if "has_image" in frame else np.ones(len(frame), bool)
+            images = cached_images(frame["image"].tolist(), present, size, resize, data.cache_dir)
+        if "text" in table.modalities:
+            present = frame["has_text"].to_numpy(bool) if "has_text" in frame else np.ones(len(frame), bool)
+            texts = [t if has else "" for t, has in zip(frame["text"].tolist(), present)]
+            tokens = tokenize_all(tokenizer, texts, data.text.max_length)
+    dataset = TableDataset(frame, table.modalities, size, AudioSettings(audio_rate(cfg), data.audio.seconds),
+                           train=train, augment=data.augment and augment, seed=seed, resize=resize, images=images,
+                           tokens=tokens)
     return make_loader(dataset, Collate(tokenizer, data.text.max_length), batch_size=batch_size, shuffle=train,
                        num_workers=num_workers, seed=seed, pin_memory=pin_memory, drop_last=drop_last,
                        **_shard(shard, train))
@@ -380,10 +390,14 @@ def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> Task:
     return build_task(cfg)
 
 
+FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam", "torch.optim.SGD")
+
+
 def build_optimizer(cfg: DictConfig, model: MultimodalModel) -> torch.optim.Optimizer:
     """The configured optimizer over the model's parameter groups (each encoder's layers at optimizer.lr x its
     lr_scale x layer_decay**depth, fusion + head at optimizer.lr); biases and normalisation weights (1-d
-    parameters) get no weight decay. Frozen parameters are included, so unfreezing needs no new optimizer."""
+    parameters) get no weight decay. Frozen parameters are included, so unfreezing needs no new optimizer. On
+    CUDA, torch's AdamW/Adam/SGD run fused (`fused=True`) unless the optimizer config sets `fused` itself."""
     make = _instantiate(cfg.optimizer, "optimizer")
     base = cfg.optimizer.lr
     groups = []
@@ -394,8 +408,12 @@ def build_optimizer(cfg: DictConfig, model: MultimodalModel) -> torch.optim.Opti
         groups += [{"params": decay, "lr": lr, "name": group["name"], "lr_scale": group["lr_scale"]},
                    {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{group['name']}/no_decay",
                     "lr_scale": group["lr_scale"]}]
+    extra = {}
+    if (cfg.optimizer._target_ in FUSED_OPTIMIZERS and "fused" not in cfg.optimizer
+            and any(p.is_cuda for p in model.parameters())):
+        extra["fused"] = True  # one kernel per parameter group instead of a loop over tensors (CUDA only)
     try:
-        return make([g for g in groups if g["params"]])
+        return make([g for g in groups if g["params"]], **extra)
     except (TypeError, ValueError) as err:
         raise CrossmodalError(f"optimizer: {err}") from None
 

@@ -74,7 +74,8 @@ def entry_key(description: Mapping[str, Any], identities: Iterable[str]) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def locked(path: Path):
+    """An exclusive file lock on `path` (created if absent) for the duration of the block; shared by the caches."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -103,7 +104,7 @@ def load_or_compute(root: Path, modality: str, key: str, identities: list[str],
     """The entry under root/modality/key; computed with `compute()` -> (identities, Encoded over them) when
     absent. Concurrent callers with the same key wait for the first and read its result."""
     folder = root / modality / key
-    with _locked(root / modality / f".{key}.lock"):
+    with locked(root / modality / f".{key}.lock"):
         if not (folder / "index.json").is_file():
             order, encoded = compute()
             folder.parent.mkdir(parents=True, exist_ok=True)

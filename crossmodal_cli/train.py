@@ -118,6 +118,22 @@ def check_feature_cache(cfg: DictConfig, modalities: list[str]) -> None:
                                   f"{m} out with modalities=[...]")
 
 
+def speed_settings(model, trainer: DictConfig, device: torch.device, precision: str) -> None:
+    """What makes the step fast without changing what it computes (beyond float rounding): channels_last for
+    convolutional image encoders (trainer.channels_last; auto = on CUDA), TF32 matmuls/convolutions for fp32 on
+    CUDA (trainer.tf32), and torch.compile in place (trainer.compile: nn.Module.compile keeps the parameter names,
+    so checkpoints load with or without it)."""
+    image = model.encoders["image"] if "image" in model.encoders else None
+    channels_last = trainer.channels_last if trainer.channels_last != "auto" else device.type == "cuda"
+    if channels_last and image is not None and any(isinstance(m, torch.nn.Conv2d) for m in image.modules()):
+        image.to(memory_format=torch.channels_last)
+    if device.type == "cuda" and precision == "fp32" and trainer.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if trainer.compile:
+        model.compile()
+
+
 def _settings(trainer: DictConfig, device: torch.device, precision: str) -> TrainSettings:
     """The trainer values (checked by check_config) as plain settings."""
     return TrainSettings(max_epochs=trainer.max_epochs, batch_size=trainer.batch_size,
@@ -215,6 +231,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     model = build_model(cfg, table.modalities, task, tokenizer,
                         architectures=resume.get("encoders") if resume else None)
     model.to(device)
+    speed_settings(model, cfg.trainer, device, precision)
     if distributed.world_size() > 1:  # same initial weights (DDP broadcasts rank 0's); each rank its own dropout
         torch.manual_seed(cfg.seed + 1_000_003 * distributed.rank())
     settings = _settings(cfg.trainer, device, precision)

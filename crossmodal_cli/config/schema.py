@@ -86,6 +86,8 @@ class DataSchema:
     image_size: Annotated[Optional[Annotated[int, Range(ge=16, le=4096)]], "pixels per side; null = the image encoder's"]
     resize: Optional[Literal["squash", "shorter_side_center_crop"]]
     augment: bool
+    cache: Annotated[Optional[Literal["preprocessed"]], "null = decode every image every epoch"]
+    cache_dir: str
     text: TextDataSchema
     audio: AudioDataSchema
     demo: Optional[DemoSchema]
@@ -112,6 +114,9 @@ class TrainerSchema:
     log_every_n_steps: PositiveInt
     progress_bar: bool
     deterministic: bool
+    compile: bool
+    channels_last: Annotated[Union[bool, Literal["auto"]], "auto (on CUDA), true or false"]
+    tf32: bool
     feature_cache: Annotated[bool, "true needs every encoder frozen: encoder.<m>.freeze=true"]
     cache_dir: str
 
@@ -312,7 +317,9 @@ def _check_files(values: dict) -> None:
 
 # keys added after checkpoint format 1: {dotted key: the value that reproduces the behaviour before the key existed}
 ADDED_KEYS = {"data.resize": "squash", "data.separator": ",", "trainer.feature_cache": False,
-              "trainer.cache_dir": "~/.cache/crossmodal/features",
+              "trainer.cache_dir": "~/.cache/crossmodal/features", "data.cache": None,
+              "data.cache_dir": "~/.cache/crossmodal/preprocessed", "trainer.compile": False,
+              "trainer.channels_last": "auto", "trainer.tf32": True,
               "distill": {"teacher": None, "alpha": 0.5, "temperature": 2.0}}
 
 

@@ -82,16 +82,23 @@ class EpochSampler(Sampler):
 
 
 class TableDataset(Dataset):
-    """Rows of one split; dataset[(epoch, row)] = {"image": uint8 [3,S,S], "text": str, "audio": float [N],
-    "present": {m: bool}, "target": int | float | array | dict, "index": int}. A missing input (column has_<m>
-    False) is zeros / "".
+    """Rows of one split; dataset[(epoch, row)] = {"image": uint8 [3,S,S], "text": str (or, pre-tokenised, a dict
+    of int64 [L] input_ids/attention_mask), "audio": float [N], "present": {m: bool}, "target": int | float | array
+    | dict, "index": int}. A missing input (column has_<m> False) is zeros / "".
 
     Random augmentation and audio crops are seeded by (seed, epoch, row), so they do not depend on worker count
     or on where a resumed run restarted.
+
+    With `images` (data.cache=preprocessed: (array [K, 3, S, S] uint8, each row's position in it or -1),
+    `data/preprocessed.py`) images are read from that array instead of being decoded; with `tokens` (each row's
+    input_ids and attention_mask [N, L], tokenised once for the whole split) texts are not tokenised per batch.
+    When neither decoding nor augmentation is left per row, `__getitems__` (the DataLoader's batch fetch) builds
+    the whole batch with one indexed read per array instead of one item at a time.
     """
 
     def __init__(self, frame: pd.DataFrame, modalities: list[str], image_size: int, audio: AudioSettings,
-                 train: bool, augment: bool, seed: int, resize: str = "squash"):
+                 train: bool, augment: bool, seed: int, resize: str = "squash",
+                 images: tuple[np.ndarray, np.ndarray] | None = None, tokens: dict[str, np.ndarray] | None = None):
         self.columns = {m: frame[m].tolist() for m in modalities}
         self.present = {m: (frame[f"has_{m}"].to_numpy(bool) if f"has_{m}" in frame else np.ones(len(frame), bool))
                         for m in modalities}
@@ -99,6 +106,10 @@ class TableDataset(Dataset):
         self.image_size, self.audio, self.train, self.seed, self.resize = image_size, audio, train, seed, resize
         self.augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(
             image_size, scale=(0.8, 1.0), antialias=True)]) if (train and augment) else None
+        self.images, self.image_rows = images if images is not None else (None, None)
+        self.tokens = tokens
+        self.whole_batches = (("image" not in modalities or (self.images is not None and self.augment is None))
+                              and ("text" not in modalities or tokens is not None) and "audio" not in modalities)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -109,10 +120,13 @@ class TableDataset(Dataset):
         item: dict = {"target": self.targets[i], "index": i,
                       "present": {m: bool(p[i]) for m, p in self.present.items()}}
         for modality, values in self.columns.items():
-            if not item["present"][modality]:
+            if modality == "text" and self.tokens is not None:  # a missing text was tokenised as ""
+                item["text"] = {k: torch.from_numpy(v[i].astype(np.int64)) for k, v in self.tokens.items()}
+            elif not item["present"][modality]:
                 item[modality] = self._blank(modality)
             elif modality == "image":
-                image = load_image(values[i], self.image_size, self.resize)
+                image = (torch.from_numpy(np.array(self.images[self.image_rows[i]])) if self.images is not None
+                         else load_image(values[i], self.image_size, self.resize))
                 item["image"] = self._augment(image, rng) if self.augment is not None else image
             elif modality == "audio":
                 item["audio"] = load_audio(values[i], self.audio.sample_rate, self.audio.seconds, rng)
@@ -120,6 +134,26 @@ class TableDataset(Dataset):
                 item["text"] = values[i]
         return item
 
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[dict] | dict:
+        """The batch of `keys`: a finished batch dict (see Collate) when every input comes from an array, else
+        the items one by one."""
+        if not self.whole_batches:
+            return [self[key] for key in keys]
+        rows = np.fromiter((i for _, i in keys), dtype=np.int64, count=len(keys))
+        inputs: dict = {}
+        if "image" in self.columns:
+            positions = self.image_rows[rows]
+            batch = np.zeros((len(rows), 3, self.image_size, self.image_size), np.uint8)
+            has = positions >= 0
+            if has.any():
+                order = np.argsort(positions[has])  # read the memory-mapped array in file order
+                picked = np.flatnonzero(has)[order]
+                batch[picked] = self.images[positions[has][order]]
+            inputs["image"] = torch.from_numpy(batch)
+        if "text" in self.columns:
+            inputs["text"] = {k: torch.from_numpy(v[rows].astype(np.int64)) for k, v in self.tokens.items()}
+        return {"inputs": inputs, "present": {m: torch.from_numpy(p[rows]) for m, p in self.present.items()},
+                "target": collate_targets(list(self.targets[rows])), "index": torch.from_numpy(rows)}
 
     def _augment(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
@@ -134,18 +168,32 @@ class TableDataset(Dataset):
         return ""
 
 
+def tokenize_all(tokenizer, texts: list[str], max_length: int, length: int | None = None) -> dict[str, np.ndarray]:
+    """Every text of a split tokenised once, padded to one length for all batches (`length`, or the longest text
+    up to max_length): {"input_ids", "attention_mask"} int32 [N, L]. A fixed length also keeps shapes static
+    for torch.compile."""
+    enc = tokenizer(texts, padding="max_length" if length else "longest", truncation=True,
+                    max_length=length or max_length, return_tensors="np", return_token_type_ids=False)
+    return {"input_ids": enc["input_ids"].astype(np.int32), "attention_mask": enc["attention_mask"].astype(np.int32)}
+
+
 class Collate:
-    """Stack a list of items into a batch; texts go through the tokenizer once per batch."""
+    """Stack a list of items into a batch; texts go through the tokenizer once per batch (unless the dataset
+    tokenised them ahead); a batch the dataset built whole (`TableDataset.__getitems__`) passes through."""
 
     def __init__(self, tokenizer=None, max_length: int = 128):
         self.tokenizer, self.max_length = tokenizer, max_length
 
-    def __call__(self, items: list[dict]) -> dict:
+    def __call__(self, items: list[dict] | dict) -> dict:
+        if isinstance(items, dict):
+            return items
         inputs: dict = {}
         for key in ("image", "audio"):
             if key in items[0]:
                 inputs[key] = torch.stack([it[key] for it in items])
-        if "text" in items[0]:
+        if "text" in items[0] and isinstance(items[0]["text"], dict):
+            inputs["text"] = {k: torch.stack([it["text"][k] for it in items]) for k in items[0]["text"]}
+        elif "text" in items[0]:
             enc = self.tokenizer([it["text"] for it in items], padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt", return_token_type_ids=False)
             inputs["text"] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

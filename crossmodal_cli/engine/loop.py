@@ -166,6 +166,7 @@ class Trainer:
         # module for evaluation and checkpoints (distributed.py).
         self.train_model = distributed.wrap(model, settings.device, settings.find_unused_parameters)
         self.stopping: int | None = None  # the stop request every process agreed on (torchrun)
+        self.data_wait = 0.0  # seconds of this epoch's training spent waiting for the loader
 
     def state(self) -> dict:
         """Everything a resume needs. Under torchrun every process calls it at the same points (collectives): the
@@ -213,7 +214,9 @@ class Trainer:
         started, loss_sum, group_loss = time.perf_counter() - p.seconds, torch.tensor(p.loss_sum, device=device), 0.0
         bar = tqdm(self.train_loader, desc=f"epoch {p.epoch}/{s.max_epochs}", initial=p.batch, total=batches,
                    leave=False, disable=not s.progress_bar or None, dynamic_ncols=True)
+        self.data_wait, ready = 0.0, time.perf_counter()
         for batch in bar:
+            self.data_wait += time.perf_counter() - ready  # the step waited this long for the loader
             batch = to_device(batch, device)
             group = min(s.accumulate_grad_batches, batches - (p.batch // s.accumulate_grad_batches)
                         * s.accumulate_grad_batches)  # the last group of an epoch may be shorter
@@ -237,17 +240,23 @@ class Trainer:
                 continue
             self._optimizer_step(group_loss, stop)
             group_loss = 0.0
-            p.loss_sum, p.seconds = float(loss_sum), time.perf_counter() - started
+            p.seconds = time.perf_counter() - started
+            checkpoint = s.checkpoint_every_n_steps and p.step % s.checkpoint_every_n_steps == 0 and p.batch != batches
+            if p.step % s.log_every_n_steps == 0 or checkpoint:
+                p.loss_sum = float(loss_sum)  # read at log points only: no host sync for it per step
             if p.step % s.log_every_n_steps == 0:
                 rate = p.seen / max(p.seconds, 1e-9)
                 bar.set_postfix(loss=f"{p.loss_sum / p.batch:.4f}", samples_s=f"{rate:.0f}")
                 self.reporter.scalars({"train/loss_running": p.loss_sum / p.batch, "train/lr": self._base_lr(),
-                                       "train/samples_per_second_running": rate, **self._group_lrs(),
-                                       **device_memory(device)}, p.step)
+                                       "train/samples_per_second_running": rate,
+                                       "train/data_wait_fraction_running": self.data_wait / max(p.seconds, 1e-9),
+                                       **self._group_lrs(), **device_memory(device)}, p.step)
             if self._stop_requested(stop):
                 break
-            if s.checkpoint_every_n_steps and p.step % s.checkpoint_every_n_steps == 0 and p.batch != batches:
+            if checkpoint:
                 self.checkpointer.save(self.state())
+            ready = time.perf_counter()
+        p.loss_sum = float(loss_sum)
         bar.close()
 
     def _base_lr(self) -> float:
@@ -316,7 +325,8 @@ class Trainer:
         record = {"epoch": p.epoch, "step": p.step, "train/loss": loss_sum / max(p.batch, 1),
                   **{f"val/{k}": v for k, v in val.items()}, "lr": self._base_lr(),
                   "skipped_steps": p.skipped_steps, "seconds": p.seconds,
-                  "samples_per_second": p.seen / max(p.seconds, 1e-9)}
+                  "samples_per_second": p.seen / max(p.seconds, 1e-9),
+                  "data_wait_fraction": self.data_wait / max(p.seconds, 1e-9)}
         self.reporter.epoch(record, s.max_epochs)
         is_best = _improved(record[s.monitor], p.best, s.monitor_mode)
         if is_best:

@@ -50,7 +50,7 @@ def weights(run: Path, name: str = "last.ckpt") -> dict:
 
 def records(run: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_second", "data_wait_fraction")} for r in rows]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_RUN ?= outputs/demo
 
-.PHONY: install demo demo-unimodal test clean
+.PHONY: install demo demo-unimodal test bench clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ demo: install
 demo-unimodal: install
 	rm -rf $(DEMO_RUN)-image
 	$(BIN)/cmtrain 'modalities=[image]' hydra.run.dir=$(DEMO_RUN)-image
+
+# Loader, model ceiling, cmtrain end to end and a textbook loop, in one process (docs/benchmarks.md); pass
+# BENCH_ARGS="--preset small" for a quick run.
+bench: install
+	$(BIN)/python scripts/benchmark.py --json benchmark.json $(BENCH_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -167,6 +167,12 @@ class Trainer:
         self.train_model = distributed.wrap(model, settings.device, settings.find_unused_parameters)
         self.stopping: int | None = None  # the stop request every process agreed on (torchrun)
         self.data_wait = 0.0  # seconds of this epoch's training spent waiting for the loader
+        # One process with a fused optimizer (AdamW/Adam/SGD fused: CUDA by default) and no fp16 loss scaling:
+        # a non-finite step is skipped by the optimizer kernel itself (`found_inf`, as GradScaler does for fp16),
+        # so no step waits for the device; the skip counters stay on the device and are read at log points.
+        self.lazy_skip = (not distributed.is_distributed() and not self.scaler.is_enabled()
+                          and bool(getattr(optimizer, "_step_supports_amp_scaling", False)))
+        self.skips: dict[str, torch.Tensor] = {}  # "run" (consecutive), "worst" (longest run), "total" since read
 
     def state(self) -> dict:
         """Everything a resume needs. Under torchrun every process calls it at the same points (collectives): the
@@ -244,6 +250,7 @@ class Trainer:
             checkpoint = s.checkpoint_every_n_steps and p.step % s.checkpoint_every_n_steps == 0 and p.batch != batches
             if p.step % s.log_every_n_steps == 0 or checkpoint:
                 p.loss_sum = float(loss_sum)  # read at log points only: no host sync for it per step
+                self._read_skips()
             if p.step % s.log_every_n_steps == 0:
                 rate = p.seen / max(p.seconds, 1e-9)
                 bar.set_postfix(loss=f"{p.loss_sum / p.batch:.4f}", samples_s=f"{rate:.0f}")
@@ -257,6 +264,7 @@ class Trainer:
                 self.checkpointer.save(self.state())
             ready = time.perf_counter()
         p.loss_sum = float(loss_sum)
+        self._read_skips()
         bar.close()
 
     def _base_lr(self) -> float:
@@ -292,6 +300,9 @@ class Trainer:
     def _optimizer_step(self, group_loss: torch.Tensor, stop: StopSignal) -> None:
         """Clip, step, schedule; skip the step (and count it) when the loss is not finite."""
         p, s = self.progress, self.s
+        if self.lazy_skip:
+            self._step_on_device(group_loss)
+            return
         if not self._finite(group_loss, stop):
             self.optimizer.zero_grad(set_to_none=True)
             p.bad_steps += 1
@@ -315,6 +326,47 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         p.step += 1
+
+    def _step_on_device(self, group_loss: torch.Tensor) -> None:
+        """The step without a host sync: the fused optimizer skips it on the device when the loss is not finite
+        (its step counts and moments untouched); the schedule and `progress.step` still advance, so a skipped step
+        is counted where `_read_skips` finds it, at the next log point."""
+        p, s = self.progress, self.s
+        bad = (~torch.isfinite(group_loss)).to(torch.int64)
+        zero = torch.zeros_like(bad)
+        run = (self.skips.get("run", zero) + 1) * bad
+        self.skips = {"run": run, "worst": torch.maximum(self.skips.get("worst", zero), run),
+                      "total": self.skips.get("total", zero) + bad}
+        if s.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+        self.optimizer.grad_scale, self.optimizer.found_inf = None, bad.to(torch.float32)
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.grad_scale, self.optimizer.found_inf
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        p.step += 1
+
+    def _read_skips(self) -> None:
+        """Bring the device's skip counters into `progress` (log points, epoch end); stop as _optimizer_step does
+        after trainer.max_bad_steps consecutive non-finite steps."""
+        if not self.skips:
+            return
+        p, s = self.progress, self.s
+        run, worst, total = torch.stack([self.skips["run"], self.skips["worst"], self.skips["total"]]).tolist()
+        self.skips = {"run": self.skips["run"], "worst": self.skips["run"], "total": torch.zeros_like(self.skips["run"])}
+        p.bad_steps = run
+        if total:
+            p.skipped_steps += total
+            log.warning("non-finite loss: %d step(s) skipped before step %d (epoch %d; %d in all)", total, p.step,
+                        p.epoch, p.skipped_steps)
+        if worst >= s.max_bad_steps:
+            self.checkpointer.save(self.state())
+            raise CrossmodalError(
+                f"training stopped: {worst} consecutive non-finite losses (trainer.max_bad_steps={s.max_bad_steps}) "
+                f"at epoch {p.epoch}; the last good weights are in {self.checkpointer.folder / 'last.ckpt'}; try a "
+                f"lower optimizer.lr, trainer.grad_clip, or trainer.precision=fp32")
 
     def _end_epoch(self) -> None:
         """Validate, record, update best/early-stop state, checkpoint; move progress to the next epoch."""

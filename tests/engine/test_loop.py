@@ -58,14 +58,14 @@ def settings(**changes) -> TrainSettings:
     return TrainSettings(**values)
 
 
-def make_trainer(tmp_path, dataset=None, model=None, lr=0.1, **changes) -> Trainer:
+def make_trainer(tmp_path, dataset=None, model=None, lr=0.1, fused=False, **changes) -> Trainer:
     s = settings(**changes)
     dataset = dataset or Points()
     train = make_loader(dataset, collate, batch_size=s.batch_size, shuffle=False, num_workers=0, seed=0,
                         pin_memory=False, drop_last=True)
     val = make_loader(Points(), collate, batch_size=16, shuffle=False, num_workers=0, seed=0, pin_memory=False)
     model = model or Toy()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, **({"fused": True} if fused else {}))
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     return Trainer(model, Classification.with_classes(2), train, val, optimizer, scheduler, s,
                    RunReporter(tmp_path, tensorboard=False), Checkpointer(tmp_path / "checkpoints", 0, {}))
@@ -113,6 +113,34 @@ def test_consecutive_non_finite_losses_stop_with_the_last_good_state_saved(tmp_p
     saved = load_checkpoint(tmp_path / "checkpoints/last.ckpt")
     assert saved["progress"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
+
+
+def test_with_a_fused_optimizer_steps_are_skipped_on_the_device(tmp_path):
+    """No host sync per step: the fused kernel skips the non-finite step itself; the schedule still advances, and
+    the skip is counted at the next log point; the same weights as the synchronous path otherwise."""
+    lazy = make_trainer(tmp_path / "lazy", dataset=Points(nan_rows={3}), max_epochs=1, fused=True,
+                        log_every_n_steps=4)
+    assert lazy.lazy_skip and not make_trainer(tmp_path / "sync").lazy_skip
+    lazy.fit()
+    assert lazy.progress.skipped_steps == 1 and lazy.progress.step == 8
+    assert all(torch.isfinite(p).all() for p in lazy.model.parameters())
+    plain, fused = make_trainer(tmp_path / "a", max_epochs=1), make_trainer(tmp_path / "b", max_epochs=1, fused=True)
+    plain.fit(), fused.fit()
+    for a, b in zip(plain.model.parameters(), fused.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    stopping = make_trainer(tmp_path / "stop", dataset=Points(nan_rows=set(range(16, 64))), max_bad_steps=3,
+                            fused=True, log_every_n_steps=4)
+    with pytest.raises(CrossmodalError, match=r"consecutive non-finite losses \(trainer.max_bad_steps=3\)"):
+        stopping.fit()
+    saved = load_checkpoint(tmp_path / "stop/checkpoints/last.ckpt")
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert saved["progress"]["skipped_steps"] >= 3
+    synchronous = make_trainer(tmp_path / "sync-stop", dataset=Points(nan_rows=set(range(16, 64))), max_bad_steps=3)
+    with pytest.raises(CrossmodalError):
+        synchronous.fit()
+    reference = load_checkpoint(tmp_path / "sync-stop/checkpoints/last.ckpt")["model"]
+    for key, value in reference.items():  # skipped on the device = not applied: the weights of the 2 good steps
+        assert torch.allclose(saved["model"][key], value, atol=1e-6), key
 
 
 def test_out_of_memory_names_the_batch_size_and_what_to_change(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -186,6 +187,8 @@ def verdict(frame: pd.DataFrame, columns: list[str]) -> str:
         return f"{head}; with one seed per configuration seed noise cannot be judged (sweep seed=42,1,2 to judge it)."
     error = math.sqrt(best[f"{monitor} std"] ** 2 / best.seeds + second[f"{monitor} std"] ** 2 / second.seeds)
     rule = "rule: the gap between the means must exceed twice its standard error, sqrt(s1²/n1 + s2²/n2)"
+    if gap == 0:
+        return f"{head}: a tie (the same mean over the seeds; tied rows keep the sweep's order), not separated."
     if gap > 2 * error:
         return f"{head}: separated beyond seed noise (gap {gap:.3f} > 2 × standard error {error:.3f}; {rule})."
     return f"{head}: not separated from seed noise (gap {gap:.3f} ≤ 2 × standard error {error:.3f}; {rule})."
@@ -304,7 +307,11 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     """Console script `cmsweep`."""
-    sys.exit(run())
+    try:
+        sys.exit(run())
+    except BrokenPipeError:  # `cmsweep DIR | head`: the reader stopped listening
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,10 @@ def test_a_failed_seed_is_a_row_of_its_own_beside_its_configurations_finished_se
     table = rows(cmsweep(str(tmp_path / "s")).stdout)
     assert [r[:4] for r in table[2:4]] == [["concat", "1", "done", "0.900"], ["sum", "1", "done", "0.800"]]
     assert table[4][:3] == ["concat", "seed 1", "failed"] and table[4][-1] == "job failed: RuntimeError: CUDA OOM"
+
+
+def test_equal_means_without_spread_are_a_tie_in_sweep_order(tmp_path):
+    for i, (fusion, seed) in enumerate([("sum", 1), ("sum", 2), ("product", 1), ("product", 2)]):
+        job(tmp_path / f"s/{i}", [f"fusion={fusion}", f"seed={seed}"], {"accuracy": 1.0, "loss": 0.01}, "val/accuracy")
+    out = cmsweep(str(tmp_path / "s")).stdout
+    assert "fusion=sum (1.000), runner-up fusion=product (1.000): a tie" in out

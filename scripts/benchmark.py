@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +50,7 @@ from crossmodal_cli.train import _settings, resolve_monitor, speed_settings, tra
 
 PRESETS = {  # rows, batch, image size, model, steps timed per measurement
     "small": dict(rows=384, batch=32, size=64, model="tiny", steps=6),
-    "cpu": dict(rows=2048, batch=32, size=224, model="reference", steps=8),
+    "cpu": dict(rows=1024, batch=32, size=224, model="reference", steps=8),
     "reference": dict(rows=20000, batch=256, size=224, model="reference", steps=30),
 }
 MODELS = {
@@ -223,15 +224,19 @@ def textbook_rate(cfg: DictConfig, table, tokenizer, task, device: torch.device,
             masks.append(enc["attention_mask"][0])
         inputs = {"image": (torch.stack(images) * 255).to(torch.uint8).to(device),
                   "text": {"input_ids": torch.stack(ids).to(device), "attention_mask": torch.stack(masks).to(device)}}
-        target = torch.as_tensor(rows["target"].to_numpy(), device=device)
+        target = torch.tensor(rows["target"].to_numpy(), device=device)
         loss = total_loss(task, model(inputs), target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        float(loss)
+        loss.item()  # a textbook loop reads the loss every step
         if step:  # the first step warms up
             timed += time.perf_counter() - start
     return steps * batch_size / timed
+
+
+def say(what: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -263,6 +268,7 @@ def main() -> None:
                                   f"data.cache_dir={cache_dir}"])
     build.absolute_data_paths(cached.data)
     cached.trainer.monitor, cached.trainer.monitor_mode = plain.trainer.monitor, plain.trainer.monitor_mode
+    say(f"measuring on {results['device']}: loaders")
     for name, cfg in (("plain", plain), ("preprocessed", cached)):
         if name == "preprocessed":  # build the cache once, outside the timing
             build.make_split_loader(table, "train", cfg, tokenizer, batch_size=8, train=True, num_workers=0,
@@ -270,6 +276,7 @@ def main() -> None:
         results[f"loader_{name}_0_workers"] = loader_rate(cfg, table, tokenizer, 0, batches, device)
         if workers:
             results[f"loader_{name}_{workers}_workers"] = loader_rate(cfg, table, tokenizer, workers, batches, device)
+    say("the model alone (ceiling)")
     results["ceiling"] = ceiling_rate(cached, table, tokenizer, task, device, precision, preset["steps"])
     if device.type == "cuda":
         fp32 = config(csv, preset, ["trainer.precision=fp32"])
@@ -277,7 +284,9 @@ def main() -> None:
         results["ceiling_fp32"] = ceiling_rate(fp32, table, tokenizer, task, device, "fp32", preset["steps"])
     e2e_cfg = config(csv, preset, [f"trainer.precision={precision}", "data.cache=preprocessed",
                                    f"data.cache_dir={cache_dir}", f"trainer.num_workers={workers}"])
+    say("cmtrain end to end (2 epochs)")
     results["end_to_end"], results["data_wait_fraction"] = end_to_end(e2e_cfg, device)
+    say("a textbook loop")
     results["textbook"] = textbook_rate(plain, table, tokenizer, task, device, max(2, preset["steps"] // 2))
     per_core = results["loader_preprocessed_0_workers"]
     results["ratios"] = {

@@ -238,3 +238,16 @@ def test_a_cascade_stage_adds_to_the_state_instead_of_replacing_it():
         first = fusion.order[0]
         torch.testing.assert_close(_state_before_the_final_mlp(fusion, encoded),
                                    fusion.proj[first](encoded[first].pooled))
+
+
+def test_gated_fusion_keeps_each_modalitys_mean_gate_for_the_report():
+    """cmeval's modality importance averages `last_gates`: per row, over the present modalities, summing to 1."""
+    modalities = sorted(WIDTHS)
+    fusion = build("gated", modalities)
+    present = {m: torch.ones(B, dtype=torch.bool) for m in modalities}
+    present["text"] = torch.tensor([True, False, True, False])
+    fusion(inputs(modalities), present)
+    gates = fusion.last_gates
+    assert gates.shape == (B, len(modalities)) and not gates.requires_grad
+    assert torch.allclose(gates.sum(1), torch.ones(B), atol=1e-5)
+    assert (gates[:, modalities.index("text")][[1, 3]] == 0).all()  # an absent modality's gate is 0

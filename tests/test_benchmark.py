@@ -14,7 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
 
 @pytest.mark.slow
 def test_benchmark_small_produces_positive_figures(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", "small", "--rows", "320", "--data",
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--preset", "small", "--rows", "192", "--data",
                            str(tmp_path / "data"), "--json", str(tmp_path / "bench.json")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -25,4 +25,4 @@ def test_benchmark_small_produces_positive_figures(tmp_path):
     assert set(results["ratios"]) == {"loader_per_core_x_cores / ceiling", "end_to_end / ceiling",
                                       "end_to_end / textbook"}  # bf16 / fp32 only on CUDA
     assert all(value > 0 for value in results["ratios"].values())
-    assert "end_to_end / ceiling" in proc.stdout and len(list((tmp_path / "data").glob("rows-320/images/*.jpg"))) == 320
+    assert "end_to_end / ceiling" in proc.stdout and len(list((tmp_path / "data").glob("rows-192/images/*.jpg"))) == 192

@@ -45,7 +45,8 @@ def test_cmtrain_writes_the_run_folder(trained):
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
     epochs = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4, 5, 6]
-    for key in ("step", "train/loss", "val/accuracy", "val/f1_macro", "val/loss", "seconds", "samples_per_second"):
+    for key in ("step", "train/loss", "val/accuracy", "val/f1_macro", "val/loss", "seconds", "samples_per_second",
+                "data_wait_fraction"):
         assert key in epochs[0], key
     metrics = json.loads((trained / "metrics.json").read_text())
     assert set(metrics["val"]) >= {"accuracy", "f1_macro", "loss"} and set(metrics["test"]) >= {"accuracy"}

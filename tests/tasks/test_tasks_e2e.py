@@ -50,8 +50,8 @@ def test_multilabel(colours, tmp_path):
     assert state["classes"] == ["dark", "red", "warm"] and 0.05 <= state["threshold"] <= 0.95
     metrics, predictions = cmeval(tmp_path)
     assert metrics["map"] == pytest.approx(results["test"]["map"], abs=1e-6)
-    assert list(predictions.columns) == ["row", "source", "line", "label", "predicted", "prob_dark", "prob_red",
-                                         "prob_warm"]
+    assert list(predictions.columns) == ["row", "source", "line", "image", "text", "label", "predicted", "prob_dark",
+                                         "prob_red", "prob_warm"]
     exact = (predictions["label"].map(lambda s: set(filter(None, s.split("|")))) ==
              predictions["predicted"].map(lambda s: set(filter(None, s.split("|")))))
     assert exact.mean() > 0.8 and (predictions["label"] == "").any()  # rows without any tag take part
@@ -67,7 +67,7 @@ def test_regression(colours, tmp_path):
     assert set(state) == {"mean", "std"} and 2 < state["mean"] < 6
     metrics, predictions = cmeval(tmp_path)
     assert metrics["r2"] > 0.8
-    assert list(predictions.columns) == ["row", "source", "line", "label", "predicted"]
+    assert list(predictions.columns) == ["row", "source", "line", "image", "text", "label", "predicted"]
     error = (predictions["predicted"] - predictions["label"].astype(float)).abs().mean()
     assert error == pytest.approx(metrics["mae"], rel=1e-4)
 
@@ -82,8 +82,8 @@ def test_retrieval(colours, tmp_path):
     assert val["i2t_median_rank"] <= 5 and val["t2i_median_rank"] <= 5, (val, rows)
     metrics, predictions = cmeval(tmp_path)
     assert metrics["recall_mean"] == pytest.approx(results["test"]["recall_mean"], abs=1e-6)
-    assert list(predictions.columns) == ["row", "source", "line", "image_to_text_top5_lines", "image_to_text_rank",
-                                         "text_to_image_top5_lines", "text_to_image_rank"]
+    assert list(predictions.columns) == ["row", "source", "line", "image", "text", "image_to_text_top5_lines",
+                                         "image_to_text_rank", "text_to_image_top5_lines", "text_to_image_rank"]
     assert ((predictions["image_to_text_rank"] <= 5).mean() == pytest.approx(metrics["i2t_r5"], abs=1e-6))
 
 

@@ -29,8 +29,10 @@ demo-unimodal: install
 bench: install
 	$(BIN)/python scripts/benchmark.py --json benchmark.json $(BENCH_ARGS)
 
+# One test process per core, one thread each (no OpenMP oversubscription); a test file stays on one process, so
+# its module fixtures (a trained run) are built once.
 test: install
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -231,7 +231,7 @@ def make_loaders(cfg: DictConfig, table: Table, model: MultimodalModel, tokenize
                     if len(table.splits[split]) else None) for split in SPLITS}
 
 
-def _instantiate(node: DictConfig, where: str, **runtime: Any) -> Any:
+def instantiate_node(node: DictConfig, where: str, **runtime: Any) -> Any:
     """hydra.utils.instantiate with a one-line CrossmodalError naming the config group on failure."""
     try:
         return instantiate(node, **runtime)
@@ -275,7 +275,7 @@ def _parameters(target: str | None) -> set[str]:
 
 def build_task(cfg: DictConfig, state: Mapping[str, Any] | None = None) -> Task:
     """The configured task (configs/task/*.yaml); with `state` (from a checkpoint) already fitted."""
-    task = _instantiate(cfg.task, "task")
+    task = instantiate_node(cfg.task, "task")
     if state is not None:
         task.load_state(state)
     return task
@@ -296,9 +296,9 @@ def build_model(cfg: DictConfig, modalities: Sequence[str], task: Task, tokenize
         node, transfer[m] = encoder_node(cfg, m, rebuild=architectures is not None)
         stored = (architectures or {}).get(m)
         extra = {"architecture": json.loads(stored)} if stored else {}
-        encoders[m] = _instantiate(node, f"encoder/{m}", **runtime[m], **extra)
+        encoders[m] = instantiate_node(node, f"encoder/{m}", **runtime[m], **extra)
     in_dims = {m: e.out_dim for m, e in encoders.items()}
-    fusion = task.fusion(in_dims) or _instantiate(cfg.fusion, "fusion", in_dims=in_dims)
+    fusion = task.fusion(in_dims) or instantiate_node(cfg.fusion, "fusion", in_dims=in_dims)
     return MultimodalModel(encoders, fusion, task.head(fusion.out_dim), modality_dropout=cfg.trainer.modality_dropout,
                            transfer=transfer)
 
@@ -388,34 +388,6 @@ def check_buildable(cfg: DictConfig, modalities: Sequence[str]) -> Task:
             _dry_forward_image(encoder, cfg)
     _dry_build(cfg.fusion, "fusion", in_dims=widths)
     return build_task(cfg)
-
-
-FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam", "torch.optim.SGD")
-
-
-def build_optimizer(cfg: DictConfig, model: MultimodalModel) -> torch.optim.Optimizer:
-    """The configured optimizer over the model's parameter groups (each encoder's layers at optimizer.lr x its
-    lr_scale x layer_decay**depth, fusion + head at optimizer.lr); biases and normalisation weights (1-d
-    parameters) get no weight decay. Frozen parameters are included, so unfreezing needs no new optimizer. On
-    CUDA, torch's AdamW/Adam/SGD run fused (`fused=True`) unless the optimizer config sets `fused` itself."""
-    make = _instantiate(cfg.optimizer, "optimizer")
-    base = cfg.optimizer.lr
-    groups = []
-    for group in model.parameter_groups():
-        decay = [p for p in group["params"] if p.ndim > 1]
-        no_decay = [p for p in group["params"] if p.ndim <= 1]
-        lr = base * group["lr_scale"]
-        groups += [{"params": decay, "lr": lr, "name": group["name"], "lr_scale": group["lr_scale"]},
-                   {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{group['name']}/no_decay",
-                    "lr_scale": group["lr_scale"]}]
-    extra = {}
-    if (cfg.optimizer._target_ in FUSED_OPTIMIZERS and "fused" not in cfg.optimizer
-            and any(p.is_cuda for p in model.parameters())):
-        extra["fused"] = True  # one kernel per parameter group instead of a loop over tensors (CUDA only)
-    try:
-        return make([g for g in groups if g["params"]], **extra)
-    except (TypeError, ValueError) as err:
-        raise CrossmodalError(f"optimizer: {err}") from None
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -20,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from crossmodal_cli.build import (absolute_data_paths, architectures_of, build_model, build_optimizer, build_task,
+from crossmodal_cli.build import (absolute_data_paths, architectures_of, build_model, build_task,
                                   build_tokenizer, check_buildable, load_data, make_loaders, resolve_device,
                                   resolve_precision, seed_everything, to_yaml)
 from crossmodal_cli.config.schema import upgrade, validate_train
@@ -32,7 +32,9 @@ from crossmodal_cli.engine import distributed
 from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint, restore_rng, save_checkpoint, task_state
 from crossmodal_cli.engine.interrupt import TrainingInterrupted, hand_over
 from crossmodal_cli.engine.loop import Trainer, TrainSettings, evaluate
-from crossmodal_cli.engine.reporting import RunReporter, metrics_table, write_json
+from crossmodal_cli.engine.reporting import RunReporter, metrics_table, run_hparams, write_json
+from crossmodal_cli.engine.speed import speed_settings
+from crossmodal_cli.optim import build_optimizer
 from crossmodal_cli.errors import CrossmodalError, Interrupted, exit_on_user_error
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.requeue import requeued_run
@@ -116,22 +118,6 @@ def check_feature_cache(cfg: DictConfig, modalities: list[str]) -> None:
             raise CrossmodalError(f"trainer.feature_cache=true: encoder.{m} must stay frozen for the whole run "
                                   f"(set encoder.{m}.freeze=true and encoder.{m}.unfreeze_at_epoch=null), or leave "
                                   f"{m} out with modalities=[...]")
-
-
-def speed_settings(model, trainer: DictConfig, device: torch.device, precision: str) -> None:
-    """What makes the step fast without changing what it computes (beyond float rounding): channels_last for
-    convolutional image encoders (trainer.channels_last; auto = on CUDA), TF32 matmuls/convolutions for fp32 on
-    CUDA (trainer.tf32), and torch.compile in place (trainer.compile: nn.Module.compile keeps the parameter names,
-    so checkpoints load with or without it)."""
-    image = model.encoders["image"] if "image" in model.encoders else None
-    channels_last = trainer.channels_last if trainer.channels_last != "auto" else device.type == "cuda"
-    if channels_last and image is not None and any(isinstance(m, torch.nn.Conv2d) for m in image.modules()):
-        image.to(memory_format=torch.channels_last)
-    if device.type == "cuda" and precision == "fp32" and trainer.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if trainer.compile:
-        model.compile()
 
 
 def _settings(trainer: DictConfig, device: torch.device, precision: str) -> TrainSettings:
@@ -271,7 +257,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
         progress = trainer.fit()
         results = final_metrics(run_dir, model, task, loaders["val"], loaders["test"], device, precision, progress,
                                 cfg.trainer.monitor)
-        reporter.final(results, hparams(cfg), progress.step)
+        reporter.final(results, run_hparams(cfg), progress.step)
     finally:
         reporter.close()
     best = results["val"].get(cfg.trainer.monitor.split("/", 1)[1])
@@ -279,21 +265,6 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
              (run_dir / "checkpoints" / "best.ckpt").resolve(), progress.best_epoch, cfg.trainer.monitor,
              f"{best:.4f}" if isinstance(best, float) else best)
     return results
-
-
-def hparams(cfg: DictConfig) -> dict:
-    """The values that tell the runs of a sweep apart, for TensorBoard's HParams tab: the chosen config of each
-    group (by its class name), the optimisation settings and the seed."""
-    name = lambda node: str(node.get("_target_", "")).rsplit(".", 1)[-1] if node is not None else "none"  # noqa: E731
-    values = {"seed": cfg.seed, "task": name(cfg.task), "fusion": name(cfg.fusion),
-              "modalities": ",".join(cfg.modalities or []), "optimizer": name(cfg.optimizer),
-              "lr": cfg.optimizer.get("lr"), "weight_decay": cfg.optimizer.get("weight_decay"),
-              "scheduler": name(cfg.scheduler)}
-    for m in cfg.modalities or []:
-        values[f"encoder/{m}"] = name(cfg.encoder[m])
-    for key in ("batch_size", "max_epochs", "accumulate_grad_batches", "modality_dropout", "precision"):
-        values[f"trainer/{key}"] = cfg.trainer.get(key)
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, precision: str, progress,

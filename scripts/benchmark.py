@@ -44,9 +44,11 @@ from crossmodal_cli import build
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.engine.checkpoint import Checkpointer
 from crossmodal_cli.engine.distributed import Silent
-from crossmodal_cli.engine.loop import Trainer, autocast, to_device, total_loss
+from crossmodal_cli.engine.loop import Trainer, to_device, total_loss
 from crossmodal_cli.paths import config_dir
-from crossmodal_cli.train import _settings, resolve_monitor, speed_settings, train
+from crossmodal_cli.engine.speed import speed_settings
+from crossmodal_cli.optim import build_optimizer
+from crossmodal_cli.train import _settings, resolve_monitor, train
 
 PRESETS = {  # rows, batch, image size, model, steps timed per measurement
     "small": dict(rows=384, batch=32, size=64, model="tiny", steps=6),
@@ -171,7 +173,7 @@ def ceiling_rate(cfg: DictConfig, table, tokenizer, task, device: torch.device, 
         for count in (2, steps):  # warm-up (compilation, allocator), then the timed epoch
             settings.max_epochs = 1
             trainer = Trainer(model, task, ResidentLoader(batch, count, cfg.trainer.batch_size), [],
-                              build.build_optimizer(cfg, model), _Constant(), settings, Silent(),
+                              build_optimizer(cfg, model), _Constant(), settings, Silent(),
                               Checkpointer(Path(tmp), 0, {}))
             trainer._train_epoch(_NoStop())
             rates.append(trainer.progress.seen / trainer.progress.seconds)

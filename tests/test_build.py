@@ -5,7 +5,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from crossmodal_cli.build import build_model, build_optimizer, resolve_device, resolve_precision
+from crossmodal_cli.build import build_model, resolve_device, resolve_precision
+from crossmodal_cli.optim import build_optimizer
 from crossmodal_cli.data.modalities import train_wordpiece
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir

@@ -11,7 +11,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from crossmodal_cli.build import build_model, build_optimizer
+from crossmodal_cli.build import build_model
+from crossmodal_cli.optim import build_optimizer
 from crossmodal_cli.data.modalities import train_wordpiece
 from crossmodal_cli.engine.loop import total_loss
 from crossmodal_cli.errors import CrossmodalError

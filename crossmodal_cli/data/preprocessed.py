@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from crossmodal_cli.data.modalities import load_image
+from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.features import entry_key, input_identity, locked
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,17 @@ def cached_images(paths: Sequence[str], present: np.ndarray, size: int, resize: 
     key = entry_key({"kind": "preprocessed-images", "size": size, "resize": resize}, distinct)
     root = Path(cache_dir).expanduser() / "images"
     folder = root / key
-    with locked(root / f".{key}.lock"):
-        if not (folder / "index.json").is_file():
-            _build(folder, [by_identity[i] for i in distinct], distinct, size, resize, threads)
-        else:
-            log.info("preprocessed images: reusing %d images (%d px, %s) from %s", len(distinct), size, resize, folder)
+    try:
+        with locked(root / f".{key}.lock"):
+            if not (folder / "index.json").is_file():
+                _build(folder, [by_identity[i] for i in distinct], distinct, size, resize, threads)
+            else:
+                log.info("preprocessed images: reusing %d images (%d px, %s) from %s", len(distinct), size, resize,
+                         folder)
+    except OSError as err:  # a read-only or full cache folder is the user's to fix, in one line
+        raise CrossmodalError(f"data.cache_dir={cache_dir}: cannot write the preprocessed images there "
+                              f"({err.strerror or err}); choose a writable folder with enough space, or set "
+                              f"data.cache=null") from None
     entry = ImageEntry(folder)
     positions = np.asarray([entry.rows[i] if i else -1 for i in identities], dtype=np.int64)
     return entry.images, positions
@@ -80,7 +87,6 @@ def _build(folder: Path, paths: list[str], identities: list[str], size: int, res
         with ThreadPoolExecutor(max_workers=threads or max(1, os.cpu_count() or 1)) as pool:
             list(pool.map(store, range(len(paths))))
         images.flush()
-        del images
         (tmp / "index.json").write_text(json.dumps({ident: i for i, ident in enumerate(identities)}))
         os.replace(tmp, folder)
     finally:

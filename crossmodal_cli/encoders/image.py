@@ -250,7 +250,7 @@ class TimmImage(nn.Module):
 
         try:
             groups = group_parameters(self.model, self.model.group_matcher(coarse=False))
-        except (AttributeError, NotImplementedError):  # a model without a group_matcher: its top-level modules
+        except (AttributeError, RuntimeError):  # no group_matcher (or one that refuses): its top-level modules
             return stem_blocks_rest(self, self.model.children())
         params = dict(self.model.named_parameters())
         return [[params[n] for n in groups[i]] for i in sorted(groups) if groups[i]]

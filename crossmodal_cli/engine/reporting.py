@@ -65,6 +65,21 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else ""
 
 
+def run_hparams(cfg) -> dict:
+    """The values that tell the runs of a sweep apart, for TensorBoard's HParams tab: the chosen config of each
+    group (by its class name), the optimisation settings and the seed."""
+    name = lambda node: str(node.get("_target_", "")).rsplit(".", 1)[-1] if node is not None else "none"  # noqa: E731
+    values = {"seed": cfg.seed, "task": name(cfg.task), "fusion": name(cfg.fusion),
+              "modalities": ",".join(cfg.modalities or []), "optimizer": name(cfg.optimizer),
+              "lr": cfg.optimizer.get("lr"), "weight_decay": cfg.optimizer.get("weight_decay"),
+              "scheduler": name(cfg.scheduler)}
+    for m in cfg.modalities or []:
+        values[f"encoder/{m}"] = name(cfg.encoder[m])
+    for key in ("batch_size", "max_epochs", "accumulate_grad_batches", "modality_dropout", "precision"):
+        values[f"trainer/{key}"] = cfg.trainer.get(key)
+    return {k: v for k, v in values.items() if v is not None}
+
+
 class RunReporter:
     """Appends epoch records to metrics.jsonl and TensorBoard; the final metrics and hyper-parameters to TensorBoard
     (`final`); draws curves.png at the end."""

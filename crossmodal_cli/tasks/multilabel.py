@@ -9,7 +9,6 @@ threshold.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np

@@ -117,3 +117,13 @@ def test_training_with_the_cache_matches_the_plain_path(tmp_path):
     for key in ("accuracy", "f1_macro"):
         assert results["cached"]["val"][key] == pytest.approx(results["plain"]["val"][key], abs=1e-6)
     assert results["cached"]["val"]["loss"] == pytest.approx(results["plain"]["val"]["loss"], rel=1e-3)
+
+
+def test_an_unwritable_cache_folder_is_one_line(dataset_csv, tmp_path):
+    from crossmodal_cli.errors import CrossmodalError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    frame = split(dataset_csv)
+    with pytest.raises(CrossmodalError, match=r"data.cache_dir=.*a-file/cache: cannot write the preprocessed images"):
+        cached_images(frame["image"].tolist(), np.ones(len(frame), bool), 16, "squash", blocker / "cache")

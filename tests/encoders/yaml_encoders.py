@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from crossmodal_cli.build import RUNTIME_SPEC_KEYS, _instantiate, encoder_node
+from crossmodal_cli.build import RUNTIME_SPEC_KEYS, encoder_node, instantiate_node
 from crossmodal_cli.paths import config_dir
 
 
@@ -19,4 +19,4 @@ def build(group: str, name: str, /, **values):
     runtime = {k: v for k, v in values.items() if k not in node or k in RUNTIME_SPEC_KEYS}
     node.merge_with({k: v for k, v in values.items() if k in node and k not in RUNTIME_SPEC_KEYS})
     cfg = OmegaConf.create({"encoder": {group: node}, "data": {"image_size": None, "resize": None}})
-    return _instantiate(encoder_node(cfg, group)[0], f"encoder/{group}", **runtime)
+    return instantiate_node(encoder_node(cfg, group)[0], f"encoder/{group}", **runtime)

@@ -189,7 +189,7 @@ def test_speed_settings_keep_parameter_names_and_outputs():
     from crossmodal_cli.encoders.image import TinyCNN
     from crossmodal_cli.fusion.concat import ConcatFusion
     from crossmodal_cli.model import MultimodalModel
-    from crossmodal_cli.train import speed_settings
+    from crossmodal_cli.engine.speed import speed_settings
 
     def build():
         torch.manual_seed(0)

@@ -17,6 +17,19 @@ def pytest_configure(config):
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="crossmodal-test-cache-")
 
 
+def pytest_sessionstart(session):
+    """A package whose native library does not load (a wheel built against another torch, say) stops the run at
+    once with one line naming it, instead of failing hundreds of tests (checked once, in the controlling process)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from native import broken_package
+
+    broken = broken_package()
+    if broken:
+        pytest.exit(f"a native extension does not load: {broken}; reinstall with `make install` (the lock's "
+                    f"versions) or check the package's build against torch", returncode=3)
+
+
 def write_dataset(folder: Path, n: int = 12, with_split: bool = False, seed: int = 0) -> Path:
     """A CSV with n rows of real PNG/WAV files and two labels; returns its path."""
     rng = np.random.default_rng(seed)
@@ -39,3 +52,19 @@ def write_dataset(folder: Path, n: int = 12, with_split: bool = False, seed: int
 @pytest.fixture
 def dataset_csv(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "ds")
+
+
+def write_pairs_csv(folder: Path, num_samples: int) -> Path:
+    """Demo rows relabelled with their (shape, colour) pair, recovered from the demo label and caption: nine
+    classes; the image alone knows the shape and the text alone the colour, so a unimodal model is right at most one
+    time in three and a fusion of both every time. Returns folder/"pairs.csv" (the demo data beside it)."""
+    from crossmodal_cli.data.demo import COLOURS, LABELS, SHAPES, ensure_demo
+
+    frame = pd.read_csv(ensure_demo(folder, num_samples=num_samples, seed=0, image_size=32, sample_rate=8000,
+                                    seconds=0.5))
+    colour = frame["text"].str.extract(f"({'|'.join(COLOURS)})")[0].map(COLOURS.index)
+    shape = (frame["label"].map(LABELS.index) - colour) % 3
+    frame["label"] = [f"{SHAPES[s]}-{COLOURS[c]}" for s, c in zip(shape, colour)]
+    frame.to_csv(folder / "pairs.csv", index=False)
+    return folder / "pairs.csv"
+

@@ -94,6 +94,10 @@ class TableDataset(Dataset):
     input_ids and attention_mask [N, L], tokenised once for the whole split) texts are not tokenised per batch.
     When neither decoding nor augmentation is left per row, `__getitems__` (the DataLoader's batch fetch) builds
     the whole batch with one indexed read per array instead of one item at a time.
+
+    A file that fails to load although it passed the check before training (changed since, or damaged in place
+    with its size and time kept, so the validation cache still holds it) stops with one line naming the file,
+    its CSV line and the `data.on_missing` choices, never as zeros.
     """
 
     def __init__(self, frame: pd.DataFrame, modalities: list[str], image_size: int, audio: AudioSettings,
@@ -103,6 +107,8 @@ class TableDataset(Dataset):
         self.present = {m: (frame[f"has_{m}"].to_numpy(bool) if f"has_{m}" in frame else np.ones(len(frame), bool))
                         for m in modalities}
         self.targets = frame["target"].to_numpy()
+        self.origin = ((frame["source"].tolist(), frame["line"].tolist())
+                       if {"source", "line"} <= set(frame.columns) else None)
         self.image_size, self.audio, self.train, self.seed, self.resize = image_size, audio, train, seed, resize
         self.augment = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(
             image_size, scale=(0.8, 1.0), antialias=True)]) if (train and augment) else None
@@ -126,10 +132,10 @@ class TableDataset(Dataset):
                 item[modality] = self._blank(modality)
             elif modality == "image":
                 image = (torch.from_numpy(np.array(self.images[self.image_rows[i]])) if self.images is not None
-                         else load_image(values[i], self.image_size, self.resize))
+                         else self._load(modality, values[i], i, rng))
                 item["image"] = self._augment(image, rng) if self.augment is not None else image
             elif modality == "audio":
-                item["audio"] = load_audio(values[i], self.audio.sample_rate, self.audio.seconds, rng)
+                item["audio"] = self._load(modality, values[i], i, rng)
             else:
                 item["text"] = values[i]
         return item
@@ -154,6 +160,20 @@ class TableDataset(Dataset):
             inputs["text"] = {k: torch.from_numpy(v[rows].astype(np.int64)) for k, v in self.tokens.items()}
         return {"inputs": inputs, "present": {m: torch.from_numpy(p[rows]) for m, p in self.present.items()},
                 "target": collate_targets(list(self.targets[rows])), "index": torch.from_numpy(rows)}
+
+    def _load(self, modality: str, path: str, i: int, rng: np.random.Generator | None) -> torch.Tensor:
+        """Row i's image or audio file decoded; a failure names the CSV line and what to do about it."""
+        try:
+            if modality == "image":
+                return load_image(path, self.image_size, self.resize)
+            return load_audio(path, self.audio.sample_rate, self.audio.seconds, rng)
+        except CrossmodalError as err:
+            if self.origin is None:
+                raise
+            source, line = self.origin[0][i], self.origin[1][i]
+            raise CrossmodalError(f"{source}: line {line}: {err} (fix the file, or set data.on_missing=drop or zero; "
+                                  f"a file damaged in place keeps its size and time: set data.validation_cache=null "
+                                  f"to check it again)") from None
 
     def _augment(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):

@@ -4,11 +4,18 @@ Images stay uint8 until they reach the model (4x less to copy than float32; the 
 device); `open_image`, `convertible` and `to_rgb` are shared with validation.py, so an image that passes the checks
 also loads. Audio is a float32 mono waveform at a fixed rate and length; the audio encoder computes the spectrogram.
 Text is tokenised once per batch by a Hugging Face fast tokenizer (see `Collate` in dataset.py).
+
+A file whose pixels or frames cannot all be decoded is an error here, never an image or waveform of zeros: a second
+`load()` of a Pillow image whose first load failed returns the half-filled buffer without an error, and libsndfile
+stops quietly where a truncated WAV or AIFF body ends.
 """
 from __future__ import annotations
 
 import json
+import os
+import struct
 import warnings
+import zlib
 from collections import Counter
 from contextlib import contextmanager
 from functools import lru_cache
@@ -24,6 +31,17 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from crossmodal_cli.errors import CrossmodalError
+
+# What Pillow raises for a malformed, damaged or unsupported image file (decoders: OSError; format plugins: the rest;
+# zlib.error from compressed chunks); anything else is a bug, not a bad file.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, NotImplementedError,
+                 struct.error, zlib.error)
+# What parsing an EXIF block can raise; only caught once the pixels are loaded, so none of it is a pixel error.
+EXIF_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
+# What soundfile raises for a malformed or damaged audio file (LibsndfileError is a RuntimeError).
+AUDIO_ERRORS = (RuntimeError, OSError, ValueError, EOFError)
+AUDIO_BLOCK = 1 << 16  # frames per read: a damaged header claiming billions of frames never allocates them at once
+UNKNOWN_DATA_SIZES = (0, 0xFFFFFFFF, 0x7FFFF000)  # data sizes streaming writers leave (ffmpeg: -1, SoX: 0x7ffff000)
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
@@ -81,11 +99,15 @@ def convertible(mode: str) -> bool:
 
 def upright(img: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says (cameras store portrait photos sideways); damaged EXIF is
-    ignored rather than making the image unusable."""
+    ignored rather than making the image unusable.
+
+    The pixels are loaded first, outside the EXIF `try`: a decoding error must propagate, since a second `load()`
+    of the same image returns its half-filled (zeroed) buffer without an error.
+    """
+    img.load()
     try:
         return ImageOps.exif_transpose(img)
-    except Exception:  # a bad EXIF block: the pixels are still fine
-        img.load()
+    except EXIF_ERRORS:  # a bad EXIF block: the pixels, already decoded, are fine
         return img
 
 
@@ -114,19 +136,90 @@ def load_image(path: str, size: int, resize: str = "squash") -> torch.Tensor:
             img = fit(to_rgb(upright(img)), size, resize)
     except Image.DecompressionBombError:
         raise CrossmodalError(f"{path}: cannot read image ({too_large_reason()})") from None
-    except Exception as err:  # any decoder failure is a data problem (validation.py catches the same)
+    except DECODE_ERRORS as err:  # a damaged or malformed file (validation.py catches the same)
         raise CrossmodalError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+
+
+class DamagedAudio(OSError):
+    """An audio file with fewer frames (or data bytes) than its header declares, or none at all."""
+
+
+def _iff_shortfall(path: str) -> str | None:
+    """Why a WAV (RIFF/RIFX) or AIFF file holds less sound data than its header declares; None when it does not,
+    or is another format.
+
+    libsndfile shortens the frame count of such a file to the bytes present and reads it without an error. A data
+    size in UNKNOWN_DATA_SIZES is what writers that cannot seek back (pipes) leave: it declares nothing. A shortfall
+    of less than one frame (a missing pad byte) loses no sample.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        order = {(b"RIFF", b"WAVE"): "<", (b"RIFX", b"WAVE"): ">", (b"FORM", b"AIFF"): ">",
+                 (b"FORM", b"AIFC"): ">"}.get((head[:4], head[8:12]))
+        if order is None:
+            return None
+        frame_bytes, pos = 0, 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, length = struct.unpack(order + "4sI", f.read(8))
+            if chunk == b"fmt ":  # WAVE: block_align, the bytes of one frame, at offset 12
+                body = f.read(14)
+                frame_bytes = struct.unpack(order + "H", body[12:14])[0] if len(body) == 14 else 0
+            elif chunk == b"COMM":  # AIFF: channels at 0, bits per sample at 6
+                body = f.read(8)
+                if len(body) == 8:
+                    channels, _, bits = struct.unpack(">hIh", body)
+                    frame_bytes = max(channels, 0) * ((max(bits, 0) + 7) // 8)
+            elif chunk in (b"data", b"SSND"):
+                present = size - pos - 8
+                if length in UNKNOWN_DATA_SIZES or not frame_bytes or length - present < frame_bytes:
+                    return None
+                return (f"audio file truncated: its {chunk.decode().strip()} chunk declares {length:,} bytes of sound, "
+                        f"the file holds {present:,}")
+            pos += 8 + length + (length & 1)
+    return None
+
+
+def read_audio(path: str, keep: bool = True) -> tuple[np.ndarray, int]:
+    """(every frame of an audio file, float32 [frames, channels] — or [0, channels] when not `keep`, for a check
+    that only needs them decoded —, its sample rate).
+
+    Raises DamagedAudio for a file without frames or whose body holds fewer frames than its header declares
+    (truncated or damaged: libsndfile returns such a short read without an error), and soundfile's own errors
+    (AUDIO_ERRORS) for a file it cannot decode, e.g. a FLAC frame that fails its checksum.
+    """
+    shortfall = _iff_shortfall(path)
+    if shortfall:
+        raise DamagedAudio(shortfall)
+    with sf.SoundFile(path) as f:
+        rate, channels, declared = f.samplerate, f.channels, f.frames
+        blocks, read = [], 0
+        while read < declared:
+            block = f.read(min(AUDIO_BLOCK, declared - read), dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            read += len(block)
+            if keep:
+                blocks.append(block)
+    if declared <= 0:
+        raise DamagedAudio("audio file has no samples")
+    if read < declared:
+        raise DamagedAudio(f"audio file truncated or damaged: only {read:,} of the {declared:,} frames its header "
+                           f"declares could be read")
+    return (np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)), rate
 
 
 def load_audio(path: str, sample_rate: int, seconds: float, rng: np.random.Generator | None = None) -> torch.Tensor:
     """Mono waveform at sample_rate, cropped or zero-padded to `seconds`: float32 [sample_rate * seconds].
 
-    With `rng` (training) a long clip is cropped at a random offset, else from its start.
+    With `rng` (training) a long clip is cropped at a random offset, else from its start. A file that does not
+    decode in full (`read_audio`) is an error, never a shorter or silent clip.
     """
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        data, rate = read_audio(path)
+    except AUDIO_ERRORS as err:
         raise CrossmodalError(f"{path}: cannot read audio ({err})") from None
     wave = torch.from_numpy(data.mean(axis=1))
     if rate != sample_rate:

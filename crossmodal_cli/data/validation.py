@@ -1,8 +1,9 @@
 """Check every input a Table points to (image and audio files, texts), before any training starts.
 
 One pass per modality over the unique paths of all splits, in a thread pool (decoders release the GIL): the path
-must lie under the data root (unless allowed), be a regular file and decode (images with the same helpers as
-`modalities.load_image`, so a file that passes also loads). Files that passed are remembered in a
+must lie under the data root (unless allowed), be a regular file and decode in full — every compressed byte of an
+image, every frame of an audio file — with the same helpers as `modalities.load_image` / `load_audio`, so a file
+that passes also loads, and a damaged one is found before the first step. Files that passed are remembered in a
 small JSON cache per data root, keyed by (path, size, mtime), so an unchanged data set is re-checked in a second.
 A failure is handled by `on_missing`: stop with one line naming the CSV, the column, the first rows and their
 count, or drop / mask the rows.
@@ -14,16 +15,18 @@ import json
 import logging
 import os
 import stat
+import struct
 import tempfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping
 
 import pandas as pd
-import soundfile as sf
 from PIL import Image
 
-from crossmodal_cli.data.modalities import convertible, is_large, open_image, too_large_reason
+from crossmodal_cli.data.modalities import (AUDIO_ERRORS, DECODE_ERRORS, DamagedAudio, convertible, is_large,
+                                            open_image, read_audio, too_large_reason)
 from crossmodal_cli.data.csvfile import describe_rows, outside_root, printable
 from crossmodal_cli.data.table import ON_MISSING, Table
 from crossmodal_cli.errors import CrossmodalError
@@ -31,47 +34,89 @@ from crossmodal_cli.errors import CrossmodalError
 log = logging.getLogger(__name__)
 
 OUTSIDE_ROOT = "outside data.root (set data.allow_outside_root=true to allow)"
-CACHE_VERSION = 2  # bump when a probe becomes stricter, so files passed by the old probe are checked again
+CACHE_VERSION = 3  # bump when a probe becomes stricter, so files passed by the old probe are checked again
 BATCH = 256        # paths per thread-pool task: one future per file would cost more than a cached check
+PNG_INFLATE_STEP = 1 << 20  # bytes inflated at a time by png_problem, then discarded
 
 
 Probe = Callable[[str], "tuple[str | None, bool]"]  # path -> (reason it is unusable or None, over the size warning)
+
+
+def png_problem(path: str) -> str | None:
+    """Why a PNG's stream is damaged where Pillow's decoder does not look, or None: every chunk's CRC through IEND
+    (`load()` skips them), and the IDAT data inflated to its end, so its Adler-32 checksum is compared (Pillow
+    stops inflating once it has every row, before the checksum: about 1 in 200 single-bit flips in IDAT then
+    decodes without an error, to wrong pixels). The inflated bytes are discarded as they come."""
+    inflate = zlib.decompressobj()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.read(8)  # the signature, which Pillow has read
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return "truncated PNG: no IEND chunk"
+            length, kind = struct.unpack(">I4s", head)
+            name = kind.decode("latin-1")
+            if f.tell() + length + 4 > size:  # checked before reading: a damaged length may claim gigabytes
+                return f"truncated PNG: its {name} chunk is cut short"
+            data, crc = f.read(length), f.read(4)
+            if zlib.crc32(data, zlib.crc32(kind)) != struct.unpack(">I", crc)[0]:
+                return f"damaged PNG: its {name} chunk fails its CRC"
+            if kind == b"IEND":
+                break
+            if kind == b"IDAT" and not inflate.eof:
+                try:
+                    while not inflate.eof:  # until this chunk is consumed and no output is pending
+                        out = inflate.decompress(data, PNG_INFLATE_STEP)
+                        data = inflate.unconsumed_tail
+                        if not data and len(out) < PNG_INFLATE_STEP:
+                            break
+                except zlib.error as err:
+                    return f"damaged PNG: its pixel data does not inflate ({err})"
+    return None if inflate.eof else "damaged PNG: its pixel data ends early"
 
 
 def probe_image(path: str) -> tuple[str | None, bool]:
     """(None, large) if the image decodes, else (the reason, False). `large`: more than Image.MAX_IMAGE_PIXELS
     pixels; such an image is decoded (and counted); one over Pillow's hard limit (twice that) is unusable.
 
-    JPEG: decoded at 1/8 scale (`draft`), which still reads every byte, so truncation is caught. PNG: `verify()`
-    checks every chunk's CRC through IEND without decompressing (catches truncated and damaged files, ~15x
-    faster than decoding). Other formats are decoded in full. A pixel mode `to_rgb` cannot convert is unusable.
+    Every compressed byte is decoded, since damaged pixel data can sit behind intact headers and checksums:
+    `load()` after `draft` (JPEG: at 1/8 scale, which still entropy-decodes every byte, so truncated or damaged
+    scans are caught; other formats ignore `draft` and decode in full). A PNG's stream is checked first
+    (`png_problem`: chunk CRCs, IDAT inflated through its checksum), then decoded in full by Pillow, as
+    `load_image` decodes it. A pixel mode `to_rgb` cannot convert is unusable.
     """
     try:
         with open_image(path) as img:
             if not convertible(img.mode):
                 return f"unsupported image mode {img.mode}", False
             large = is_large(img)
-            if img.format == "JPEG":
-                img.draft("RGB", (64, 64))
-                img.load()
-            elif img.format == "PNG":
-                img.verify()
-            else:
-                img.load()
+            if img.format == "PNG":
+                reason = png_problem(path)
+                if reason:
+                    return f"cannot decode image ({reason})", False
+            img.draft("RGB", (64, 64))
+            img.load()
     except Image.DecompressionBombError:
         return too_large_reason(), False
-    except Exception as err:  # any decoder failure is a data problem, reported with its reason
+    except DECODE_ERRORS as err:  # a damaged or malformed file, reported with its reason
         return f"cannot decode image ({type(err).__name__}: {err})", False
     return None, large
 
 
 def probe_audio(path: str) -> tuple[str | None, bool]:
-    """(None, False) if the audio file has a readable header and at least one frame, else (the reason, False)."""
+    """(None, False) if every frame the audio file's header declares decodes, else (the reason, False).
+
+    The frames are read (in blocks, `modalities.read_audio`), not only the header: a truncated or damaged body
+    (a FLAC frame failing its checksum, a WAV shorter than its data chunk) is refused here, not at load time.
+    """
     try:
-        info = sf.info(path)
-    except Exception as err:
+        read_audio(path, keep=False)
+    except DamagedAudio as err:
+        return str(err), False
+    except AUDIO_ERRORS as err:
         return f"cannot decode audio ({type(err).__name__}: {err})", False
-    return (None if info.frames > 0 else "audio file has no samples"), False
+    return None, False
 
 
 PROBES: dict[str, Probe] = {"image": probe_image, "audio": probe_audio}

@@ -39,6 +39,7 @@ from crossmodal_cli.errors import CrossmodalError, Interrupted, exit_on_user_err
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.requeue import requeued_run
 from crossmodal_cli.tasks.base import Task, collate_targets
+from crossmodal_cli.version import version_line
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     log.info("run folder: %s", run_dir.resolve())
     absolute_data_paths(cfg.data)
     seed_everything(cfg.seed)
-    if cfg.trainer.deterministic:
+    if cfg.trainer.deterministic:  # on CUDA also cuBLAS's fixed workspace and cuDNN's deterministic algorithms
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = distributed.device(resolve_device(cfg.trainer.device))
     precision = resolve_precision(cfg.trainer.precision, device)
@@ -236,9 +239,9 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     log.info("model: %s fusion, %.2fM parameters (fusion %.2fM); device %s, precision %s, %d workers",
              cfg.fusion._target_.rsplit(".", 1)[-1], counts["total"] / 1e6, counts["fusion"] / 1e6, device,
              precision, workers)
-    if distributed.world_size() > 1:
-        log.info("torchrun: %d processes; global batch %d = %d per process", distributed.world_size(),
-                 cfg.trainer.batch_size, distributed.local_batch(cfg.trainer.batch_size))
+    if distributed.is_distributed():
+        log.info("torchrun: %d processes (backend %s); global batch %d = %d per process", distributed.world_size(),
+                 distributed.backend(), cfg.trainer.batch_size, distributed.local_batch(cfg.trainer.batch_size))
 
     extra = {"config": to_yaml(cfg), "task": task.state(), "classes": table.classes, "modalities": table.modalities,
              "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None,
@@ -375,7 +378,11 @@ def main() -> None:
 
     Under torchrun the process group is joined before Hydra composes the config, so every process resolves the
     same run folder (rank 0's start time) and ranks other than 0 are told to write nothing into it (no .hydra/,
-    no log file: engine/distributed.py); alone, this only calls the Hydra entry point."""
+    no log file: engine/distributed.py); alone, this only calls the Hydra entry point. `cmtrain --version` prints
+    the versions of crossmodal, Python, torch (CUDA, GPUs), transformers and Hydra instead."""
+    if sys.argv[1:] == ["--version"]:
+        print(version_line())
+        return
     exit_on_user_error(distributed.setup)()
     try:
         sys.argv += exit_on_user_error(distributed.hydra_overrides)(sys.argv[1:])

@@ -17,7 +17,7 @@ for `reference`) under --data, then measures, as samples per second:
     counts training time only) and the share of it spent waiting for data (`data_wait_fraction`);
   * textbook: the loop a tutorial writes (PIL resize + ToTensor and the tokenizer per item, no workers, fp32).
 and prints them as a table and JSON, with the ratios: loader per core x cores / ceiling, end-to-end / ceiling,
-end-to-end / textbook and, on CUDA, bf16 / fp32 of the ceiling. The model: ResNet-18 at 224 px + a 6-layer,
+end-to-end / textbook and, on CUDA, bf16 / fp32 and compiled / eager (trainer.compile=true) of the ceiling. The model: ResNet-18 at 224 px + a 6-layer,
 384-wide BERT, concat fusion (`reference` and `cpu`; `cpu` uses a smaller batch and fewer rows), or the tiny demo
 encoders at 64 px (`small`, for the test suite). Absolute rates depend on the machine; docs/benchmarks.md reports
 ratios measured in one run, with the command.
@@ -32,6 +32,8 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -64,35 +66,41 @@ WORDS = [f"w{i:03d}" for i in range(400)]
 CLASS_WORDS = ["apple", "bridge", "cloud", "desert", "engine", "forest", "garden", "harbor", "island", "jungle"]
 
 
+def _reference_row(seed: int, i: int, rows: int, folder: Path) -> str:
+    """Row i of the reference set: its JPEG written into folder/images, its CSV line returned. Each row draws from
+    its own generator (seed, i), so rows can be made in any order, in parallel."""
+    rng = np.random.default_rng([seed, i])
+    label = int(rng.integers(10))
+    a, b, c = rng.uniform(0, 255, 3)
+    y, x = np.mgrid[0:240, 0:320]
+    background = np.stack([(a + x * 0.3) % 255, (b + y * 0.5) % 255, np.full_like(x, c, dtype=float)], -1)
+    background += rng.normal(0, 12, background.shape)
+    image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
+    r = int(rng.integers(30, 90))
+    cx, cy = int(rng.integers(r, 320 - r)), int(rng.integers(r, 240 - r))
+    colour = tuple(int(v) for v in np.asarray([label * 25, 255 - label * 25, (label * 70) % 255]))
+    ImageDraw.Draw(image).ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    image.save(folder / "images" / f"{i:05d}.jpg", quality=90)
+    words = list(rng.choice(WORDS, 11))
+    words.insert(int(rng.integers(12)), CLASS_WORDS[label])
+    return f"images/{i:05d}.jpg,{' '.join(words)},c{label},{'val' if i >= rows - 64 else 'train'}"
+
+
 def make_reference(folder: Path, rows: int, seed: int = 0) -> Path:
     """rows JPEG photos (320 x 240: a smooth random background, a class-coloured disc, noise) and 12-word captions
-    (one word names the class); a label column of 10 classes and a split column (the last 64 rows: val).
-    Skipped when folder already holds the same set."""
+    (one word names the class); a label column of 10 classes and a split column (the last 64 rows: val). Made on
+    every core (the same files whatever their number); skipped when folder already holds the same set."""
     csv = folder / "reference.csv"
     marker = folder / "reference.json"
-    spec = {"rows": rows, "seed": seed, "version": 1}
+    spec = {"rows": rows, "seed": seed, "version": 2}
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return csv
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "images").mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    lines = ["image_path,text,label,split"]
-    y, x = np.mgrid[0:240, 0:320]
-    for i in range(rows):
-        label = int(rng.integers(10))
-        a, b, c = rng.uniform(0, 255, 3)
-        background = np.stack([(a + x * 0.3) % 255, (b + y * 0.5) % 255, np.full_like(x, c, dtype=float)], -1)
-        background += rng.normal(0, 12, background.shape)
-        image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
-        r = int(rng.integers(30, 90))
-        cx, cy = int(rng.integers(r, 320 - r)), int(rng.integers(r, 240 - r))
-        colour = tuple(int(v) for v in np.asarray([label * 25, 255 - label * 25, (label * 70) % 255]))
-        ImageDraw.Draw(image).ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
-        image.save(folder / "images" / f"{i:05d}.jpg", quality=90)
-        words = list(rng.choice(WORDS, 11))
-        words.insert(int(rng.integers(12)), CLASS_WORDS[label])
-        lines.append(f"images/{i:05d}.jpg,{' '.join(words)},c{label},{'val' if i >= rows - 64 else 'train'}")
-    csv.write_text("\n".join(lines) + "\n")
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        lines = list(pool.map(_reference_row, repeat(seed), range(rows), repeat(rows), repeat(folder),
+                              chunksize=64))
+    csv.write_text("\n".join(["image_path,text,label,split", *lines]) + "\n")
     marker.write_text(json.dumps(spec))
     return csv
 
@@ -249,6 +257,7 @@ def main() -> None:
     parser.add_argument("--data", default="data/benchmark", help="folder of the reference data set")
     parser.add_argument("--cache-dir", default=None, help="preprocessed cache (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--no-compile", action="store_true", help="on CUDA, skip the compiled ceiling")
     opts = parser.parse_args()
     device = build.resolve_device("auto")
     preset = dict(PRESETS[opts.preset or ("reference" if device.type == "cuda" else "cpu")])
@@ -284,6 +293,12 @@ def main() -> None:
         fp32 = config(csv, preset, ["trainer.precision=fp32"])
         fp32.trainer.monitor, fp32.trainer.monitor_mode = plain.trainer.monitor, plain.trainer.monitor_mode
         results["ceiling_fp32"] = ceiling_rate(fp32, table, tokenizer, task, device, "fp32", preset["steps"])
+        if not opts.no_compile:
+            say("the model alone, compiled (trainer.compile=true; the warm-up steps compile)")
+            compiled = config(csv, preset, [f"trainer.precision={precision}", "trainer.compile=true"])
+            compiled.trainer.monitor, compiled.trainer.monitor_mode = plain.trainer.monitor, plain.trainer.monitor_mode
+            results["ceiling_compiled"] = ceiling_rate(compiled, table, tokenizer, task, device, precision,
+                                                       preset["steps"])
     e2e_cfg = config(csv, preset, [f"trainer.precision={precision}", "data.cache=preprocessed",
                                    f"data.cache_dir={cache_dir}", f"trainer.num_workers={workers}"])
     say("cmtrain end to end (2 epochs)")
@@ -296,7 +311,9 @@ def main() -> None:
         "end_to_end / ceiling": results["end_to_end"] / results["ceiling"],
         "end_to_end / textbook": results["end_to_end"] / results["textbook"],
         **({"bf16 / fp32 (ceiling)": results["ceiling"] / results["ceiling_fp32"]} if "ceiling_fp32" in results
-           else {})}
+           else {}),
+        **({"compiled / eager (ceiling)": results["ceiling_compiled"] / results["ceiling"]}
+           if "ceiling_compiled" in results else {})}
     if not opts.cache_dir:
         shutil.rmtree(cache_dir, ignore_errors=True)
     print(table_text(results))

@@ -4,7 +4,9 @@
 machines) starts N copies of cmtrain with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in their
 environment. `setup()`, called by cmtrain's `main` before Hydra composes the config, joins the process group:
 backend `cpu:gloo,cuda:nccl` where CUDA and NCCL are there (tensors on a GPU go through NCCL, CPU tensors through
-gloo; each process uses the GPU cuda:LOCAL_RANK), `gloo` elsewhere. Without WORLD_SIZE, or with WORLD_SIZE=1, no
+gloo; each process uses the GPU cuda:LOCAL_RANK), `gloo` elsewhere; more processes on a machine than it has GPUs is
+refused in one line when a GPU is asked for. `torchrun --nproc_per_node=1` makes a process group of one (the same
+DDP/NCCL path as N). Without torchrun and without WORLD_SIZE, or with WORLD_SIZE=1, no
 process group exists and every helper here is a constant (`is_main()` is True, `barrier()` does nothing, `wrap()`
 returns the model): the single-process path runs exactly as it did before these helpers existed.
 
@@ -46,6 +48,7 @@ from crossmodal_cli.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
 _START: dt.datetime | None = None  # rank 0's start time, agreed in setup()
+_GPUS_SHORT: tuple[int, int] | None = None  # (processes on this machine, its GPUs) when fewer GPUs than processes
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,16 @@ def env_ranks() -> Ranks:
 def setup() -> Ranks:
     """Join the process group when WORLD_SIZE > 1 (env:// rendezvous from torchrun's variables) and agree on rank
     0's start time; nothing when started alone. Called once, before Hydra, so the run folder is known to all."""
-    global _START
+    global _START, _GPUS_SHORT
     ranks = env_ranks()
-    if ranks.world_size <= 1 or is_distributed():
+    if (ranks.world_size <= 1 and not launched_by_torchrun()) or is_distributed():
         return ranks
     cuda = torch.cuda.is_available() and dist.is_nccl_available()
     if cuda:
-        torch.cuda.set_device(ranks.local_rank % torch.cuda.device_count())
+        local, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), torch.cuda.device_count()
+        if local > gpus:  # two processes on one GPU: NCCL refuses; refused in one line if a GPU is asked for
+            _GPUS_SHORT = (local, gpus)
+        torch.cuda.set_device(ranks.local_rank % gpus)
     try:
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
     except (ValueError, RuntimeError) as err:  # e.g. WORLD_SIZE set by hand without MASTER_ADDR/MASTER_PORT
@@ -125,9 +131,24 @@ def hydra_overrides(argv: list[str]) -> list[str]:
     return [] if is_main() else ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
 
 
+def backend() -> str:
+    """The process group's backend (`cpu:gloo,cuda:nccl` or `gloo`); "" without one."""
+    return str(dist.get_backend()) if is_distributed() else ""
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (torch.distributed.run) sets TORCHELASTIC_RUN_ID in every process it starts, also with one process:
+    then a process group of one is made, so `torchrun --nproc_per_node=1` runs the same DDP/NCCL path as N."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def device(requested: torch.device) -> torch.device:
     """The device of this process: cuda:LOCAL_RANK under torchrun when a GPU was asked for, else `requested`."""
     if is_distributed() and requested.type == "cuda":
+        if _GPUS_SHORT:
+            local, gpus = _GPUS_SHORT
+            raise CrossmodalError(f"torchrun started {local} processes on this machine but it has {gpus} GPU(s): "
+                                  f"use --nproc_per_node={gpus} (one process per GPU), or trainer.device=cpu")
         return torch.device("cuda", torch.cuda.current_device())
     return requested
 

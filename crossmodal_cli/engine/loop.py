@@ -152,6 +152,19 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+@contextlib.contextmanager
+def _out_of_memory_is_one_line(s: TrainSettings):
+    """A CUDA out-of-memory error anywhere in training or validation (the batch's copy to the device, forward,
+    backward, the optimizer's state, evaluation) becomes one line that says what to change."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise CrossmodalError(
+            f"out of GPU memory with trainer.batch_size={s.batch_size}: lower it (e.g. "
+            f"trainer.batch_size={max(s.batch_size // 2, 1)} trainer.accumulate_grad_batches="
+            f"{s.accumulate_grad_batches * 2} keeps the effective batch) or use trainer.precision=bf16") from None
+
+
 class Trainer:
     """Owns the objects of one training run; `fit()` runs it from `progress` to the end."""
 
@@ -198,7 +211,7 @@ class Trainer:
     def fit(self) -> Progress:
         """Train until max_epochs or early stop; raises TrainingInterrupted after saving on SIGINT/SIGTERM."""
         p, s = self.progress, self.s
-        with StopSignal() as stop:
+        with StopSignal() as stop, _out_of_memory_is_one_line(s):
             while p.epoch <= s.max_epochs:
                 if p.batch == 0 and s.early_stopping_patience is not None and p.stale >= s.early_stopping_patience:
                     break
@@ -227,17 +240,11 @@ class Trainer:
             group = min(s.accumulate_grad_batches, batches - (p.batch // s.accumulate_grad_batches)
                         * s.accumulate_grad_batches)  # the last group of an epoch may be shorter
             sync = (p.batch + 1) % s.accumulate_grad_batches == 0 or p.batch + 1 == batches
-            try:
-                with distributed.no_sync(self.train_model, sync):  # gradients all-reduced at a group's last batch
-                    with autocast(device, s.precision):
-                        out = self.train_model(batch["inputs"], batch.get("present"))
-                    loss = total_loss(self.task, out, batch["target"])
-                    self.scaler.scale(loss / group).backward()
-            except torch.OutOfMemoryError:
-                raise CrossmodalError(
-                    f"out of GPU memory with trainer.batch_size={s.batch_size}: lower it (e.g. "
-                    f"trainer.batch_size={max(s.batch_size // 2, 1)} trainer.accumulate_grad_batches="
-                    f"{s.accumulate_grad_batches * 2} keeps the effective batch) or use trainer.precision=bf16") from None
+            with distributed.no_sync(self.train_model, sync):  # gradients all-reduced at a group's last batch
+                with autocast(device, s.precision):
+                    out = self.train_model(batch["inputs"], batch.get("present"))
+                loss = total_loss(self.task, out, batch["target"])
+                self.scaler.scale(loss / group).backward()
             loss_sum += loss.detach()
             group_loss = group_loss + loss.detach()
             p.batch += 1

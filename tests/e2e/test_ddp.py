@@ -28,7 +28,8 @@ CMTRAIN = str(Path(sys.executable).parent / "cmtrain")
 ARGS = ["data.demo.num_samples=150", "trainer.max_epochs=3", "trainer.batch_size=16", "trainer.num_workers=0",
         "trainer.progress_bar=false", "modalities=[text]", "encoder.text.dropout=0", "fusion.dropout=0",
         # DDP's harder paths: no_sync on the first batch of each step, an encoder unfrozen after DDP was built
-        "trainer.accumulate_grad_batches=2", "encoder.text.freeze=true", "encoder.text.unfreeze_at_epoch=2"]
+        "trainer.accumulate_grad_batches=2", "encoder.text.freeze=true", "encoder.text.unfreeze_at_epoch=2",
+        "trainer.device=cpu"]  # gloo on any machine (tests/gpu/ runs NCCL)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -81,7 +82,7 @@ def test_two_processes_make_one_run_folder_written_by_rank_0_alone(two):
     log = (run / "train.log").read_text()
     assert [log.count(f"epoch {e}/3 train") for e in (1, 2, 3)] == [1, 1, 1]
     assert [out.count(f"epoch {e}/3 train") for e in (1, 2, 3)] == [1, 1, 1]  # rank 1 logs nothing
-    assert "torchrun: 2 processes; global batch 16 = 8 per process" in log
+    assert "torchrun: 2 processes (backend gloo); global batch 16 = 8 per process" in log
     assert [r["epoch"] for r in records(run)] == [1, 2, 3]
     assert len(torch.load(run / "checkpoints/last.ckpt", weights_only=True)["rng_ranks"]) == 2
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from crossmodal_cli.data.demo import COLOURS, LABELS, SHAPES, ensure_demo
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.train import train
+from tests.conftest import write_pairs_csv
 
 STRATEGIES = sorted(p.stem for p in Path(config_dir(), "fusion").glob("*.yaml"))
 FAST = ["trainer.num_workers=0", "trainer.progress_bar=false", "trainer.max_epochs=5", "trainer.batch_size=16",
@@ -25,14 +24,8 @@ FAST = ["trainer.num_workers=0", "trainer.progress_bar=false", "trainer.max_epoc
 
 @pytest.fixture(scope="module")
 def pairs_csv(tmp_path_factory) -> Path:
-    """600 demo rows relabelled with their (shape, colour) pair, recovered from the demo label and caption."""
-    folder = tmp_path_factory.mktemp("pairs") / "demo"
-    frame = pd.read_csv(ensure_demo(folder, num_samples=600, seed=0, image_size=32, sample_rate=8000, seconds=0.5))
-    colour = frame["text"].str.extract(f"({'|'.join(COLOURS)})")[0].map(COLOURS.index)
-    shape = (frame["label"].map(LABELS.index) - colour) % 3
-    frame["label"] = [f"{SHAPES[s]}-{COLOURS[c]}" for s, c in zip(shape, colour)]
-    frame.to_csv(folder / "pairs.csv", index=False)
-    return folder / "pairs.csv"
+    """600 demo rows relabelled with their (shape, colour) pair (tests/conftest.py)."""
+    return write_pairs_csv(tmp_path_factory.mktemp("pairs") / "demo", num_samples=600)
 
 
 def val_accuracy(csv: Path, run_dir: Path, fusion: str, modalities: str) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import site
 import subprocess
 import sys
 from importlib import metadata
@@ -43,7 +44,8 @@ def test_every_installed_version_is_the_locked_one():
     wrong = {name: (version, metadata.version(name)) for name, version in pins.items()
              if metadata.version(name) != version}
     assert not wrong, f"installed versions differ from requirements.lock (locked, installed): {wrong}"
-    installed = {canonicalize_name(d.metadata["Name"]) for d in metadata.distributions()}
+    # the .venv's own site-packages: sys.path can also hold setuptools' vendored copies once it is imported
+    installed = {canonicalize_name(d.metadata["Name"]) for d in metadata.distributions(path=site.getsitepackages())}
     extra = installed - set(pins) - {"crossmodal", "pip"}
     assert not extra, f"installed but not in requirements.lock: {sorted(extra)}"
 

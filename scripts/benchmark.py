@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from itertools import repeat
 from pathlib import Path
 
@@ -287,39 +288,55 @@ def main() -> None:
         results[f"loader_{name}_0_workers"] = loader_rate(cfg, table, tokenizer, 0, batches, device)
         if workers:
             results[f"loader_{name}_{workers}_workers"] = loader_rate(cfg, table, tokenizer, workers, batches, device)
+    save = partial(write_partial, results, cores, opts.json)
+    save()
     say("the model alone (ceiling)")
     results["ceiling"] = ceiling_rate(cached, table, tokenizer, task, device, precision, preset["steps"])
-    if device.type == "cuda":
+    save()
+    e2e_cfg = config(csv, preset, [f"trainer.precision={precision}", "data.cache=preprocessed",
+                                   f"data.cache_dir={cache_dir}", f"trainer.num_workers={workers}"])
+    say("cmtrain end to end (2 epochs)")
+    results["end_to_end"], results["data_wait_fraction"] = end_to_end(e2e_cfg, device)
+    save()
+    say("a textbook loop")
+    results["textbook"] = textbook_rate(plain, table, tokenizer, task, device, max(2, preset["steps"] // 2))
+    save()
+    if device.type == "cuda":  # last, the CUDA-only figures: the compiled ceiling's warm-up compiles for minutes
+        say("the model alone in fp32 (TF32)")
         fp32 = config(csv, preset, ["trainer.precision=fp32"])
         fp32.trainer.monitor, fp32.trainer.monitor_mode = plain.trainer.monitor, plain.trainer.monitor_mode
         results["ceiling_fp32"] = ceiling_rate(fp32, table, tokenizer, task, device, "fp32", preset["steps"])
+        save()
         if not opts.no_compile:
             say("the model alone, compiled (trainer.compile=true; the warm-up steps compile)")
             compiled = config(csv, preset, [f"trainer.precision={precision}", "trainer.compile=true"])
             compiled.trainer.monitor, compiled.trainer.monitor_mode = plain.trainer.monitor, plain.trainer.monitor_mode
             results["ceiling_compiled"] = ceiling_rate(compiled, table, tokenizer, task, device, precision,
                                                        preset["steps"])
-    e2e_cfg = config(csv, preset, [f"trainer.precision={precision}", "data.cache=preprocessed",
-                                   f"data.cache_dir={cache_dir}", f"trainer.num_workers={workers}"])
-    say("cmtrain end to end (2 epochs)")
-    results["end_to_end"], results["data_wait_fraction"] = end_to_end(e2e_cfg, device)
-    say("a textbook loop")
-    results["textbook"] = textbook_rate(plain, table, tokenizer, task, device, max(2, preset["steps"] // 2))
-    per_core = results["loader_preprocessed_0_workers"]
-    results["ratios"] = {
-        "loader_per_core_x_cores / ceiling": per_core * cores / results["ceiling"],
-        "end_to_end / ceiling": results["end_to_end"] / results["ceiling"],
-        "end_to_end / textbook": results["end_to_end"] / results["textbook"],
-        **({"bf16 / fp32 (ceiling)": results["ceiling"] / results["ceiling_fp32"]} if "ceiling_fp32" in results
-           else {}),
-        **({"compiled / eager (ceiling)": results["ceiling_compiled"] / results["ceiling"]}
-           if "ceiling_compiled" in results else {})}
+            save()
     if not opts.cache_dir:
         shutil.rmtree(cache_dir, ignore_errors=True)
     print(table_text(results))
     print(json.dumps(results, indent=2))
-    if opts.json:
-        Path(opts.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def write_partial(results: dict, cores: int, path: str | None) -> None:
+    """Recompute the ratios of what is measured so far and, with --json, rewrite the file: a run stopped midway
+    (a GPU lease running out) still leaves every figure it measured."""
+    ratios = {}
+    if "ceiling" in results:
+        ratios["loader_per_core_x_cores / ceiling"] = results["loader_preprocessed_0_workers"] * cores / results["ceiling"]
+        if "end_to_end" in results:
+            ratios["end_to_end / ceiling"] = results["end_to_end"] / results["ceiling"]
+        if "ceiling_fp32" in results:
+            ratios["bf16 / fp32 (ceiling)"] = results["ceiling"] / results["ceiling_fp32"]
+        if "ceiling_compiled" in results:
+            ratios["compiled / eager (ceiling)"] = results["ceiling_compiled"] / results["ceiling"]
+    if "end_to_end" in results and "textbook" in results:
+        ratios["end_to_end / textbook"] = results["end_to_end"] / results["textbook"]
+    results["ratios"] = ratios
+    if path:
+        Path(path).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def table_text(results: dict) -> str:

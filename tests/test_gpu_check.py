@@ -27,6 +27,7 @@ def test_gpu_check_runs_without_the_venv_and_reports_the_benchmark(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "report/gpu-check.json").read_text())
     assert report["versions"].startswith("crossmodal ") and report["cuda"] == torch.cuda.is_available()
+    assert report["benchmark_complete"] and report["benchmark_exit_status"] == 0
     tests = report["tests"]
     assert tests["tests"] >= 20 and tests["failed"] == 0 and tests["exit_status"] == 0, tests
     if not report["cuda"]:
@@ -66,3 +67,20 @@ def test_a_step_past_its_timeout_is_stopped_with_what_it_started(tmp_path):
     assert log.step("quick", [sys.executable, "-c", "print('done')"], timeout=30) == 0
     text = (tmp_path / "log.txt").read_text()
     assert "started" in text and "silent: stopped after 3 s" in text and "done" in text
+
+
+def test_the_benchmark_writes_what_it_measured_so_far(tmp_path):
+    """Each measurement rewrites --json with the ratios it allows, so a run stopped midway keeps its figures."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    results = {"loader_preprocessed_0_workers": 1000.0, "ceiling": 100.0}
+    benchmark.write_partial(results, 2, str(tmp_path / "b.json"))
+    assert json.loads((tmp_path / "b.json").read_text())["ratios"] == {"loader_per_core_x_cores / ceiling": 20.0}
+    results.update(end_to_end=90.0, textbook=3.0, ceiling_fp32=50.0)
+    benchmark.write_partial(results, 2, str(tmp_path / "b.json"))
+    assert json.loads((tmp_path / "b.json").read_text())["ratios"] == {
+        "loader_per_core_x_cores / ceiling": 20.0, "end_to_end / ceiling": 0.9, "bf16 / fp32 (ceiling)": 2.0,
+        "end_to_end / textbook": 30.0}

@@ -2,6 +2,7 @@
 """Where training time goes: the data path, the model step, and cmtrain's loop, measured in one process.
 
     python scripts/benchmark.py [--preset small|cpu|reference] [--rows N] [--workers N] [--json FILE]
+                                [--profile FILE] [--no-compile]
     make bench            # --preset reference on a GPU, cpu on a CPU
 
 Builds a deterministic reference data set (JPEG photos of 320 x 240, 12-word captions, 10 classes: 20,000 rows
@@ -211,6 +212,25 @@ def end_to_end(cfg: DictConfig, device: torch.device) -> tuple[float, float]:
     return records[-1]["samples_per_second"], records[-1]["data_wait_fraction"]
 
 
+def profile_end_to_end(cfg: DictConfig, device: torch.device, path: Path) -> None:
+    """cmtrain end to end once more under torch.profiler (the host's threads and, on CUDA, the device): writes the
+    operators with the most self time on the host and on the device to `path`, i.e. where the time of a step that
+    falls short of the ceiling goes (the loader's wait shows as DataLoader.__next__, pinning as pin_memory, launch
+    overhead as many short host operators). Its rates are not reported: the profiler slows what it watches."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        end_to_end(cfg, device)
+    averages = prof.key_averages()
+    parts = [f"cmtrain end to end under torch.profiler ({device.type}); operators by self time on the host",
+             averages.table(sort_by="self_cpu_time_total", row_limit=30)]
+    if device.type == "cuda":
+        parts += ["operators by self time on the device", averages.table(sort_by="self_device_time_total",
+                                                                           row_limit=30)]
+    path.write_text("\n".join(parts) + "\n")
+
+
 def textbook_rate(cfg: DictConfig, table, tokenizer, task, device: torch.device, steps: int) -> float:
     """A tutorial's loop: per item PIL open + resize + ToTensor + normalise and the tokenizer, no workers, fp32,
     plain AdamW; the same model."""
@@ -259,6 +279,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None, help="preprocessed cache (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--no-compile", action="store_true", help="on CUDA, skip the compiled ceiling")
+    parser.add_argument("--profile", default=None, help="also profile cmtrain end to end; its tables go here")
     opts = parser.parse_args()
     device = build.resolve_device("auto")
     preset = dict(PRESETS[opts.preset or ("reference" if device.type == "cuda" else "cpu")])
@@ -301,6 +322,9 @@ def main() -> None:
     say("a textbook loop")
     results["textbook"] = textbook_rate(plain, table, tokenizer, task, device, max(2, preset["steps"] // 2))
     save()
+    if opts.profile:
+        say(f"cmtrain end to end under the profiler -> {opts.profile}")
+        profile_end_to_end(e2e_cfg, device, Path(opts.profile))
     if device.type == "cuda":  # last, the CUDA-only figures: the compiled ceiling's warm-up compiles for minutes
         say("the model alone in fp32 (TF32)")
         fp32 = config(csv, preset, ["trainer.precision=fp32"])

@@ -9,7 +9,9 @@
    torch.compile, torchrun with NCCL, the out-of-memory message), several at a time on a GPU;
 2. scripts/benchmark.py: on CUDA the reference model (ResNet-18 224 px + a 6-layer BERT) on --rows rows: the
    ceiling at bf16 and fp32, compiled and not, cmtrain end to end with the preprocessed cache, the textbook loop,
-   the data-wait share, and the ratios against the targets of docs/benchmarks.md; without CUDA the small preset.
+   the data-wait share, and the ratios against the targets of docs/benchmarks.md, then cmtrain end to end once
+   more under torch.profiler (DIR/profile.txt: where the host's and the GPU's time goes); without CUDA the small
+   preset, unprofiled.
 Writes DIR/gpu-check.json (versions, test counts, every figure, each target met or not), DIR/gpu-check.log (all
 output), DIR/gpu-tests.xml and DIR/benchmark.json (rewritten after each measurement, so a benchmark stopped by
 its timeout still reports what it measured; `benchmark_complete` says whether it finished). Without CUDA it says so in one line; the tests skip and it exits
@@ -154,7 +156,7 @@ def main() -> int:
     bench = [sys.executable, "scripts/benchmark.py", "--preset", "reference" if cuda else "small",
              "--rows", str(opts.rows or (12000 if cuda else 192)), "--workers", str(opts.workers),
              "--data", str(Path(opts.data).resolve()),
-             "--json", str(bench_json)]
+             "--json", str(bench_json), *(["--profile", str(out / "profile.txt")] if cuda else [])]
     bench_status = log.step("benchmark", bench, opts.bench_timeout)
     # the benchmark rewrites its JSON after each measurement: a run stopped midway still reports what it measured
     report["benchmark"] = json.loads(bench_json.read_text()) if bench_json.is_file() else None

@@ -67,8 +67,9 @@ def env_ranks() -> Ranks:
 
 
 def setup() -> Ranks:
-    """Join the process group when WORLD_SIZE > 1 (env:// rendezvous from torchrun's variables) and agree on rank
-    0's start time; nothing when started alone. Called once, before Hydra, so the run folder is known to all."""
+    """Join the process group when WORLD_SIZE > 1 or torchrun started this process (env:// rendezvous from
+    torchrun's variables) and agree on rank 0's start time; nothing when started alone. Called once, before Hydra,
+    so the run folder is known to all."""
     global _START, _GPUS_SHORT
     ranks = env_ranks()
     if (ranks.world_size <= 1 and not launched_by_torchrun()) or is_distributed():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-CMSWEEP = shutil.which("cmsweep", path=str(Path(sys.executable).parent))
+from console import console
+
+CMSWEEP = console("cmsweep")
 
 
 def job(folder: Path, overrides: list[str], val: dict | None, monitor: str | None = None,
@@ -31,7 +31,7 @@ def job(folder: Path, overrides: list[str], val: dict | None, monitor: str | Non
 
 
 def cmsweep(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([CMSWEEP, *args], capture_output=True, text=True, check=check)
+    return subprocess.run([*CMSWEEP, *args], capture_output=True, text=True, check=check)
 
 
 def rows(text: str) -> list[list[str]]:

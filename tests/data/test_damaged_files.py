@@ -9,10 +9,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -33,6 +31,8 @@ from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.predict import predict
 from crossmodal_cli.train import train
+
+from console import console
 
 COLUMNS = {"image": "image_path", "text": "text", "audio": "audio_path", "label": "label", "split": "split"}
 
@@ -314,8 +314,7 @@ def new_csv_with_a_damaged_image(folder: Path) -> tuple[Path, Path]:
 
 def test_cmpredict_refuses_a_damaged_image_with_one_line(checkpoint, tmp_path):
     csv, bad = new_csv_with_a_damaged_image(tmp_path / "new")
-    exe = shutil.which("cmpredict", path=str(Path(sys.executable).parent)) or "cmpredict"
-    proc = subprocess.run([exe, f"ckpt={checkpoint}", f"data.csv={csv}", "hydra.run.dir=out",
+    proc = subprocess.run([*console("cmpredict"), f"ckpt={checkpoint}", f"data.csv={csv}", "hydra.run.dir=out",
                            "trainer.num_workers=0"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
     lines = proc.stderr.strip().splitlines()

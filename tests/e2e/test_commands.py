@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +13,14 @@ import torch
 
 from pictures import assert_picture
 
-BIN = Path(sys.executable).parent
+from console import console
+
 FAST = ["trainer.num_workers=0", "trainer.progress_bar=false"]
 
 
 def run(command: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    exe = shutil.which(command, path=str(BIN)) or command
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run([*console(command), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=1800)
     if check and proc.returncode != 0:
         raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

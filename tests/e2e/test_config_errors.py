@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from console import console
 
 
 def run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    exe = shutil.which(command, path=str(BIN)) or command
-    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+    return subprocess.run([*console(command), *args], cwd=cwd, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 

@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from console import console
+
 TOLERANCE = 1e-4        # measured: ~1e-7 on val/test loss, 0 on accuracy, f1, ...; 6e-6 on weights
 AUROC_TOLERANCE = 0.01  # a few near-tied rows in another order
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
             "-m", "crossmodal_cli.train"]
-CMTRAIN = str(Path(sys.executable).parent / "cmtrain")
+CMTRAIN = console("cmtrain")
 ARGS = ["data.demo.num_samples=150", "trainer.max_epochs=3", "trainer.batch_size=16", "trainer.num_workers=0",
         "trainer.progress_bar=false", "modalities=[text]", "encoder.text.dropout=0", "fusion.dropout=0",
         # DDP's harder paths: no_sync on the first batch of each step, an encoder unfrozen after DDP was built
@@ -35,7 +37,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 def start(cwd: Path, *args: str, two: bool = True, resume: bool = False) -> subprocess.Popen:
     """torchrun with 2 processes (or cmtrain alone) with ARGS (for a resume: the checkpoint's config) and `args`."""
-    command = [*(TORCHRUN if two else [CMTRAIN]), *([] if resume else ARGS), *args]
+    command = [*(TORCHRUN if two else CMTRAIN), *([] if resume else ARGS), *args]
     return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
 
 

@@ -3,21 +3,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from console import console
 
 
 def test_joblib_runs_jobs_in_parallel_with_default_data_workers(tmp_path):
     """With the default trainer.num_workers (auto) DataLoader workers used to fail inside joblib's loky processes
     ('Process' object has no attribute 'env'); both jobs also generate the demo data at the same time."""
-    exe = shutil.which("cmtrain", path=str(BIN))
-    proc = subprocess.run([exe, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "fusion=concat,sum",
-                           "trainer.max_epochs=1", "data.demo.num_samples=150", "trainer.progress_bar=false",
-                           "hydra.sweep.dir=sweep"], cwd=tmp_path, capture_output=True,
+    proc = subprocess.run([*console("cmtrain"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                           "fusion=concat,sum", "trainer.max_epochs=1", "data.demo.num_samples=150",
+                           "trainer.progress_bar=false", "hydra.sweep.dir=sweep"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job in (0, 1):

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-BIN = Path(sys.executable).parent
+from console import console
+
 # One search, on a task whose metric is minimised (the direction maximise is the default; every task's direction
 # is checked without running trials in tests/config/test_search.py).
 REGRESSION = ["data=csv", "data.csv=colours/data.csv", "data.image_size=32", "task=regression",
@@ -25,7 +23,7 @@ def test_a_three_trial_optuna_search_optimises_the_monitored_metric(tmp_path, ar
 
     if "data=csv" in args:
         write_colours(tmp_path / "colours")
-    proc = subprocess.run([shutil.which("cmtrain", path=str(BIN)), "-m", "hparams_search=optuna",
+    proc = subprocess.run([*console("cmtrain"), "-m", "hparams_search=optuna",
                            "hydra.sweeper.n_trials=3", *args, "hydra.sweep.dir=search"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,7 +42,7 @@ def test_a_three_trial_optuna_search_optimises_the_monitored_metric(tmp_path, ar
     assert result["best_value"] == pytest.approx(best(values))  # the task function returns the monitored value
     assert "sweep finished: 3 job folders in search; compare them with: cmsweep search" in proc.stdout
 
-    table = subprocess.run([shutil.which("cmsweep", path=str(BIN)), "search"], cwd=tmp_path, capture_output=True,
+    table = subprocess.run([*console("cmsweep"), "search"], cwd=tmp_path, capture_output=True,
                            text=True, check=True).stdout
     assert len([line for line in table.splitlines() if line.startswith("| ")]) == 2 + 3
     assert (tmp_path / "search/summary.png").is_file()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,12 @@ from crossmodal_cli.data.colours import HUES, write_colours
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.train import train
 
-BIN = Path(sys.executable).parent
+from console import console
 
 
 def cmpredict(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    exe = shutil.which("cmpredict", path=str(BIN)) or "cmpredict"
-    return subprocess.run([exe, *args, "trainer.num_workers=0"], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+    return subprocess.run([*console("cmpredict"), *args, "trainer.num_workers=0"], cwd=cwd, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
 
 
 @pytest.fixture(scope="module")

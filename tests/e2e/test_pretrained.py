@@ -7,20 +7,19 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from crossmodal_cli.data.paraphrase import make_paraphrase_data
 
-BIN = Path(sys.executable).parent
+from console import console
+
 FAST = ["trainer.num_workers=0", "trainer.progress_bar=false"]
 
 
 def run(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    exe = shutil.which(command, path=str(BIN)) or command
-    proc = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=1800,
+    proc = subprocess.run([*console(command), *args], cwd=cwd, capture_output=True, text=True, timeout=1800,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, f"{command} failed:\n{proc.stderr[-3000:]}"
     return proc

@@ -6,22 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from console import console
+
 TINY = ["data.demo.num_samples=150", "trainer.progress_bar=false", "data.image_size=32"]
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
 def cmtrain(*args: str, cwd: Path, **kwargs):
-    return subprocess.Popen([shutil.which("cmtrain", path=str(BIN)), *args], cwd=cwd, env=ENV, text=True,
+    return subprocess.Popen([*console("cmtrain"), *args], cwd=cwd, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 

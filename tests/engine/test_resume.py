@@ -8,21 +8,22 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-CMTRAIN = str(Path(sys.executable).parent / "cmtrain")
+from console import console
+
+CMTRAIN = console("cmtrain")
 ARGS = ["data.demo.num_samples=200", "trainer.max_epochs=3", "trainer.batch_size=16", "trainer.num_workers=0",
         "trainer.progress_bar=false", "trainer.checkpoint_every_n_steps=1", "trainer.modality_dropout=0.2",
         "data.augment=true"]
 
 
 def start(cwd: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([CMTRAIN, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen([*CMTRAIN, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 

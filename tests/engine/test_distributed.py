@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -134,8 +135,29 @@ def _worker(rank: int, world: int, port: int, root, nan_rows) -> None:
             distributed.local_batch(7)
         torch.save({"weights": trainer.model.state_dict(), "val": val, "skipped": progress.skipped_steps,
                     "indices": sorted(outputs.indices.tolist())}, root / f"result{rank}.pt")
+        dist.barrier()  # both ranks done before either tears the group down
     finally:
         dist.destroy_process_group()
+
+
+def run_ranks(worker, args: tuple, results: list, limit: float = 600, teardown: float = 30) -> None:
+    """Fork two ranks of `worker` and wait for them; a rank raising fails the test. Once every rank has written its
+    result, a rank still inside gloo's teardown after `teardown` seconds is ended: without the barrier before
+    destroy_process_group in `_worker`, rank 0 (the store's host) was often left waiting there after both ranks had
+    saved their results (2 of 3 runs here on 2026-12-04; once it hung make test for 20 minutes). The barrier fixed
+    it (5 of 5 runs in 6 s); this bound keeps a recurrence from hanging the suite."""
+    context = mp.start_processes(worker, args=args, nprocs=2, start_method="fork", join=False)
+    started, finished = time.monotonic(), None
+    while not context.join(timeout=1):
+        now = time.monotonic()
+        if finished is None and all(path.exists() for path in results):
+            finished = now
+        if finished is not None and now - finished > teardown:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+            return
+        assert now - started < limit, f"the ranks did not finish within {limit} s"
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
@@ -147,7 +169,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     progress = alone.fit()
     reference, _ = evaluate(alone.model, alone.val_loader, alone.task, torch.device("cpu"), "fp32")
 
-    mp.start_processes(_worker, args=(2, _free_port(), tmp_path, nan_rows), nprocs=2, start_method="fork")
+    run_ranks(_worker, (2, _free_port(), tmp_path, nan_rows), [tmp_path / f"result{r}.pt" for r in range(2)])
     results = [torch.load(tmp_path / f"result{r}.pt", weights_only=False) for r in range(2)]
     for result in results:
         for key, value in alone.model.state_dict().items():

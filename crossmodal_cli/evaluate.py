@@ -34,7 +34,7 @@ from crossmodal_cli.engine.reporting import metrics_table, write_json
 from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
 from crossmodal_cli.importance import modality_importance
 from crossmodal_cli.paths import config_dir
-from crossmodal_cli.tasks.base import collate_targets
+from crossmodal_cli.data.collate import collate_targets
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from crossmodal_cli.encoders import Encoded
-from crossmodal_cli.tasks.base import collate_targets
+from crossmodal_cli.data.collate import collate_targets
 
 log = logging.getLogger(__name__)
 VERSION = 1

@@ -38,7 +38,8 @@ from crossmodal_cli.optim import build_optimizer
 from crossmodal_cli.errors import CrossmodalError, Interrupted, exit_on_user_error
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.requeue import requeued_run
-from crossmodal_cli.tasks.base import Task, collate_targets
+from crossmodal_cli.data.collate import collate_targets
+from crossmodal_cli.tasks.base import Task
 from crossmodal_cli.version import version_line
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from torchvision.transforms import v2
 
 from crossmodal_cli.data.modalities import load_audio, load_image
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.tasks.base import collate_targets
+from crossmodal_cli.data.collate import collate_targets
 
 
 @dataclass(frozen=True)

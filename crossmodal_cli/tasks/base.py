@@ -11,7 +11,7 @@ A task (one module here, one YAML under configs/task/) owns:
     metric and whether higher is better (`monitor`, `higher_is_better`).
 
 The loop only moves batches, sums `losses`, steps and calls `update` on the metrics. Targets reach the batch as
-`batch["target"]`, stacked by `collate_targets` from each row's value in the split frame's `target` column (an int,
+`batch["target"]`, stacked by `data.collate.collate_targets` from each row's value in the split frame's `target` column (an int,
 a float, or a NumPy vector).
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 import torch
 import torchmetrics
@@ -150,17 +149,6 @@ class Task(ABC):
         if out.aux_logits and out.aux_weight:
             losses["aux"] = out.aux_weight * torch.stack([loss_fn(logits) for logits in out.aux_logits.values()]).mean()
         return losses
-
-
-def collate_targets(values: list) -> torch.Tensor | dict[str, torch.Tensor]:
-    """Stack the per-row targets of a batch: ints -> int64 [B], floats -> float32 [B], vectors -> [B, K], dicts
-    (one target per head) -> a dict of those."""
-    if isinstance(values[0], Mapping):
-        return {key: collate_targets([v[key] for v in values]) for key in values[0]}
-    array = np.stack([np.asarray(v) for v in values])
-    if array.dtype.kind == "f":
-        array = array.astype(np.float32, copy=False)
-    return torch.from_numpy(array)
 
 
 def labels_error(path: Path | str, frame: pd.DataFrame, mask: pd.Series, header: str, what: str,

@@ -12,7 +12,7 @@ from crossmodal_cli.data.table import load_table
 from crossmodal_cli.engine.checkpoint import task_state
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.model import ModelOutput
-from crossmodal_cli.tasks.base import collate_targets
+from crossmodal_cli.data.collate import collate_targets
 from crossmodal_cli.tasks.classification import Classification
 from crossmodal_cli.tasks.multilabel import MultiLabel
 from crossmodal_cli.tasks.multitask import MultiTask

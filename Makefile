@@ -58,6 +58,7 @@ gpu-check:
 # One test process per core, one thread each (no OpenMP oversubscription); a test file stays on one process, so
 # its module fixtures (a trained run) are built once.
 test: install
+	$(BIN)/lint-imports  # the layers of ../shared/DESIGN.md: [tool.importlinter] in pyproject.toml
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 clean:

@@ -1,6 +1,6 @@
 """`distill.teacher=PATH.ckpt`: the teacher's logits for every row, and the student's task wrapped to use them.
 
-The teacher is rebuilt from its checkpoint alone (`build.rebuild`, as cmeval does), frozen and in eval mode, and
+The teacher is rebuilt from its checkpoint alone (`factory.rebuild`, as cmeval does), frozen and in eval mode, and
 reads the student's CSV rows through its own input pipeline (its modalities, tokenizer, image size, sample rate),
 so it may use other encoders than the student. Its logits are computed once per row, without augmentation, and
 travel with the row's target ({"label", "teacher"}; `tasks/distillation.py`). Rows are matched by (CSV file,
@@ -13,12 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from crossmodal_cli.build import load_data, make_split_loader, rebuild
 from crossmodal_cli.data.table import Table
-from crossmodal_cli.engine.checkpoint import load_checkpoint, task_state
-from crossmodal_cli.engine.loop import autocast, to_device
+from crossmodal_cli.engine.checkpoint import load_checkpoint, stored_config, task_state
+from crossmodal_cli.engine.evaluation import to_device
+from crossmodal_cli.engine.runtime import autocast
+from crossmodal_cli.factory import rebuild
+from crossmodal_cli.pipeline.data import load_data
+from crossmodal_cli.pipeline.loaders import make_split_loader
+from crossmodal_cli.settings.run import RunSettings
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.tasks.classification import Classification
 from crossmodal_cli.tasks.distillation import Distillation
@@ -33,7 +36,7 @@ def check_teacher(task, path: str | Path, classes: list[str] | None = None) -> d
     if not isinstance(task, Classification):
         raise CrossmodalError(f"distill.teacher={path}: distillation needs task=classification for the student "
                               f"(got {type(task).__name__})")
-    target = OmegaConf.create(state["config"]).task.get("_target_", "")
+    target = stored_config(state)["task"].get("_target_", "")
     if not str(target).endswith("classification.Classification"):
         raise CrossmodalError(f"distill.teacher={path}: not a classification checkpoint (its task is {target})")
     teacher_classes = task_state(state)["classes"]
@@ -45,12 +48,13 @@ def check_teacher(task, path: str | Path, classes: list[str] | None = None) -> d
 
 
 @torch.no_grad()
-def attach_teacher(cfg: DictConfig, table: Table, device: torch.device, precision: str,
+def attach_teacher(cfg: RunSettings, table: Table, task: Classification, device: torch.device, precision: str,
                    num_workers: int) -> Distillation:
     """Run the teacher over every split of the student's table; put {"label", "teacher"} targets in the frames
-    and return the student's task wrapped in a Distillation."""
+    and return the student's (fitted) task wrapped in a Distillation."""
     path = cfg.distill.teacher
-    state = check_teacher(table.task, path, table.classes)
+    classes = list(task.classes)
+    state = check_teacher(task, path, classes)
     teacher = rebuild(state)
     teacher.model.to(device).eval()
     rows = load_data(cfg.data, teacher.modalities, cfg.seed, teacher.task)
@@ -61,7 +65,7 @@ def attach_teacher(cfg: DictConfig, table: Table, device: torch.device, precisio
         loader = make_split_loader(rows, split, teacher.config, teacher.tokenizer, batch_size=cfg.trainer.batch_size,
                                    train=False, num_workers=num_workers, seed=cfg.seed,
                                    pin_memory=device.type == "cuda")
-        logits = np.zeros((len(mine), len(table.classes)), dtype=np.float32)
+        logits = np.zeros((len(mine), len(classes)), dtype=np.float32)
         for batch in loader:
             batch = to_device(batch, device)
             with autocast(device, precision):
@@ -81,7 +85,7 @@ def attach_teacher(cfg: DictConfig, table: Table, device: torch.device, precisio
     log.info("distillation: teacher %s (%s) agrees with the training labels on %.1f%% of rows; alpha %g, "
              "temperature %g", path, ",".join(teacher.modalities), 100 * agreement, cfg.distill.alpha,
              cfg.distill.temperature)
-    return Distillation(table.task, cfg.distill.alpha, cfg.distill.temperature)
+    return Distillation(task, cfg.distill.alpha, cfg.distill.temperature)
 
 
 def _agreement(table: Table) -> float:

@@ -13,106 +13,95 @@ Writes into its folder (by default RUN/eval-DATE_TIME beside the checkpoint's ru
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 import hydra
-import pandas as pd
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from crossmodal_cli.build import (load_data, make_split_loader, rebuild, resolve_device, resolve_precision,
-                                  seed_everything)
-from crossmodal_cli.data.dataset import resolve_workers
-from crossmodal_cli.config.commands import validate_eval
-from crossmodal_cli.engine.checkpoint import load_checkpoint
-from crossmodal_cli.engine.loop import evaluate as evaluate_loader
-from crossmodal_cli.data.table import MODALITIES
-from crossmodal_cli.engine.plots import importance_png, write_report
-from crossmodal_cli.engine.reporting import metrics_table, write_json
+from crossmodal_cli.config.startup import check_eval
 from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
-from crossmodal_cli.importance import modality_importance
 from crossmodal_cli.paths import config_dir
-from crossmodal_cli.data.collate import collate_targets
+from crossmodal_cli.settings.commands import EvalDataSettings, EvalSettings
 
 log = logging.getLogger(__name__)
+check_config = check_eval  # the name configs/eval.yaml's check callback uses
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Every value of a composed cmeval config, checked before anything is read (one line per mistake, exit 2)."""
-    validate_eval(cfg)
-    if not Path(cfg.ckpt).expanduser().is_file():
-        raise CrossmodalError(f"ckpt={cfg.ckpt}: checkpoint not found (expected e.g. "
-                              f"outputs/DATE/TIME/checkpoints/best.ckpt)")
-    resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
+def _data_settings(stored, overrides: EvalDataSettings):
+    """The stored data settings with the command line's data.* applied; with data.test_csv, that CSV is the test
+    split. Returns (data settings, the split it forces or None)."""
+    from crossmodal_cli.inference import with_columns
 
-
-def _data_config(stored: DictConfig, overrides: DictConfig) -> tuple[DictConfig, str | None]:
-    """The stored data config with the command line's data.* applied; with data.test_csv, that CSV is the test
-    split. Returns (data config, the split it forces or None)."""
-    data = stored.data
+    data = with_columns(stored, overrides.columns)
     if overrides.allow_outside_root is not None:
-        data.allow_outside_root = overrides.allow_outside_root
-    for key, name in (overrides.get("columns") or {}).items():
-        if name is not None:
-            data.columns[key] = name
+        data = dataclasses.replace(data, allow_outside_root=overrides.allow_outside_root)
     if not overrides.test_csv:
-        if overrides.root:
-            data.root = str(Path(overrides.root).resolve())
-        return data, None
-    data.csv = data.train_csv = data.val_csv = None
-    data.test_csv = str(Path(overrides.test_csv).resolve())
-    data.root = str(Path(overrides.root).resolve()) if overrides.root else None
-    data.demo = None
-    return data, "test"
+        return (dataclasses.replace(data, root=str(Path(overrides.root).resolve())) if overrides.root else data), None
+    return dataclasses.replace(data, csv=None, train_csv=None, val_csv=None, demo=None,
+                               test_csv=str(Path(overrides.test_csv).resolve()),
+                               root=str(Path(overrides.root).resolve()) if overrides.root else None), "test"
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Evaluate cfg.ckpt; write the reports into run_dir; return the metrics of the chosen split."""
-    run_dir = Path(run_dir)
-    check_config(cfg)
-    state = load_checkpoint(cfg.ckpt)
-    rebuilt = rebuild(state)
-    stored, task = rebuilt.config, rebuilt.task
-    data, forced = _data_config(stored, cfg.data)
-    split = forced or cfg.split
-    seed_everything(stored.seed)
-    device = resolve_device(cfg.trainer.device)
-    precision = resolve_precision(cfg.trainer.precision, device)
-    table = load_data(data, rebuilt.modalities, stored.seed, task, keep=[split])
+    return evaluate_checkpoint(check_eval(cfg), Path(run_dir))
+
+
+def evaluate_checkpoint(settings: EvalSettings, run_dir: Path) -> dict:
+    from crossmodal_cli.data.collate import collate_targets
+    from crossmodal_cli.engine.checkpoint import load_checkpoint
+    from crossmodal_cli.engine.plots import write_report
+    from crossmodal_cli.engine.reporting import metrics_table, write_json
+    from crossmodal_cli.factory import rebuild
+    from crossmodal_cli.inference import Predictor, evaluate_split, prediction_table
+
+    ckpt = Path(settings.ckpt).expanduser()
+    rebuilt = rebuild(load_checkpoint(ckpt))
+    data, forced = _data_settings(rebuilt.config.data, settings.data)
+    split = forced or settings.split
+    predictor = Predictor.place(rebuilt, settings.trainer.device, settings.trainer.precision,
+                                settings.trainer.batch_size, settings.trainer.num_workers)
+    table = predictor.read(data, keep=[split])
     if len(table.splits[split]) == 0:
-        raise CrossmodalError(f"{cfg.ckpt}: the stored data has no {split} split; "
+        raise CrossmodalError(f"{settings.ckpt}: the stored data has no {split} split; "
                               f"pass data.test_csv=FILE.csv or split=val")
-    tokenizer, model = rebuilt.tokenizer, rebuilt.model.to(device)
-    loader = make_split_loader(table, split, stored, tokenizer, batch_size=cfg.trainer.batch_size or
-                               stored.trainer.batch_size, train=False, seed=stored.seed,
-                               num_workers=resolve_workers(cfg.trainer.num_workers), pin_memory=device.type == "cuda")
-    metrics, outputs = evaluate_loader(model, loader, task, device, precision, keep_outputs=True, desc=split,
-                                       progress_bar=True, full=True)
-    frame = table.splits[split]
-    rows = frame.iloc[outputs.indices.numpy()].reset_index(drop=True)
-    prediction_table(outputs.indices.numpy(), rows, task.predictions(outputs.values, rows)).to_csv(
+    metrics, outputs, loader = evaluate_split(predictor, table, split, progress_bar=True)
+    task, frame, order = rebuilt.task, table.splits[split], outputs.indices.numpy()
+    rows = frame.iloc[order].reset_index(drop=True)
+    prediction_table(order, rows, task.predictions(outputs.values, rows)).to_csv(
         run_dir / "predictions.csv", index=False, float_format="%.6f")
-    targets = collate_targets(list(loader.dataset.targets[outputs.indices.numpy()]))
-    title = f"{split}, {Path(cfg.ckpt).name}"
-    written = write_report(task.report(outputs.values, targets), run_dir, title)
-    result = {split: metrics, "checkpoint": str(Path(cfg.ckpt).resolve()), "rows": len(frame)}
-    lines = [f"{Path(cfg.ckpt).resolve()} on {split} ({len(frame)} rows)", metrics_table({split: metrics})]
-    if cfg.importance and task.fusion({}) is None and len(rebuilt.modalities) > 1:
-        importance = modality_importance(model, loader, task, device, precision, rebuilt.modalities, metrics,
-                                         split=split, rows=len(frame),
-                                         modality_dropout=float(stored.trainer.get("modality_dropout") or 0))
-        write_json(run_dir / "modality_importance.json", importance)
-        written += [run_dir / "modality_importance.json",
-                    importance_png(importance, run_dir / "modality_importance.png")]
-        result["modality_importance"] = {k: v["drop"] for k, v in importance["removed"].items()}
-        lines += [importance_table(importance), importance["note"]]
+    targets = collate_targets(list(loader.dataset.targets[order]))
+    written = write_report(task.report(outputs.values, targets), run_dir, f"{split}, {ckpt.name}")
+    result = {split: metrics, "checkpoint": str(ckpt.resolve()), "rows": len(frame)}
+    lines = [f"{ckpt.resolve()} on {split} ({len(frame)} rows)", metrics_table({split: metrics})]
+    if settings.importance and task.fusion({}) is None and len(rebuilt.modalities) > 1:
+        written += _importance(predictor, loader, metrics, split, len(frame), run_dir, result, lines)
     write_json(run_dir / "metrics.json", result)
     lines.append("wrote " + ", ".join(p.name for p in [run_dir / "metrics.json", run_dir / "predictions.csv",
                                                          *written]) + f" in {run_dir}")
     log.info("%s", "\n".join(lines))
     return metrics
+
+
+def _importance(predictor, loader, metrics: dict, split: str, rows: int, run_dir: Path, result: dict,
+                lines: list[str]) -> list[Path]:
+    """modality_importance.json/.png; their summary into `result` and the terminal `lines`."""
+    from crossmodal_cli.engine.plots import importance_png
+    from crossmodal_cli.engine.reporting import write_json
+    from crossmodal_cli.importance import modality_importance
+
+    rebuilt = predictor.rebuilt
+    importance = modality_importance(rebuilt.model, loader, rebuilt.task, predictor.device, predictor.precision,
+                                     rebuilt.modalities, metrics, split=split, rows=rows,
+                                     modality_dropout=float(rebuilt.config.trainer.modality_dropout or 0))
+    write_json(run_dir / "modality_importance.json", importance)
+    result["modality_importance"] = {k: v["drop"] for k, v in importance["removed"].items()}
+    lines += [importance_table(importance), importance["note"]]
+    return [run_dir / "modality_importance.json", importance_png(importance, run_dir / "modality_importance.png")]
 
 
 def importance_table(importance: dict) -> str:
@@ -122,25 +111,6 @@ def importance_table(importance: dict) -> str:
     rows = [f"{removed:<14}" + "".join(f"{r['drop'][n]:>+11.4f} ({r['metrics'][n]:.3f})" for n in names)
             for removed, r in importance["removed"].items()]
     return "\n".join([head, *rows])
-
-
-def prediction_table(indices, rows: pd.DataFrame, task_columns: pd.DataFrame) -> pd.DataFrame:
-    """predictions.csv: row (in the split), source CSV and its line (the row's id), the inputs (paths, text) as the
-    CSV gave them, then the task's columns (label, prediction, probabilities, ...)."""
-    inputs = {m: rows[m].to_numpy() for m in MODALITIES if m in rows}
-    where = pd.DataFrame({"row": indices, "source": rows["source"].to_numpy(), "line": rows["line"].to_numpy(),
-                          **inputs})
-    return pd.concat([where, task_columns], axis=1)
-
-
-def _eval_dir(ckpt: str, stamp: str) -> str:
-    """RUN/eval-STAMP beside the run of RUN/checkpoints/NAME.ckpt; DIR/eval-STAMP for a .ckpt anywhere else."""
-    path = Path(ckpt).expanduser().resolve()
-    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return str(run / f"eval-{stamp}")
-
-
-OmegaConf.register_new_resolver("cm_eval_dir", _eval_dir, replace=True)
 
 
 @hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")

@@ -17,8 +17,6 @@ opened memory-mapped, so a 30-job sweep shares one copy through the page cache.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,7 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -35,10 +33,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.data.cachefiles import entry_key, input_identity, locked
 from crossmodal_cli.data.collate import collate_targets
 
 log = logging.getLogger(__name__)
-VERSION = 1
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -49,40 +47,6 @@ def weights_digest(module: nn.Module) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def input_identity(modality: str, value: str) -> str:
-    """What makes one input distinct: the text itself, or a file's path, size and modification time."""
-    if modality == "text" or not value:
-        return f"{modality}:{value}"
-    try:
-        info = os.stat(value)
-        return f"{modality}:{value}:{info.st_size}:{info.st_mtime_ns}"
-    except OSError:
-        return f"{modality}:{value}:missing"
-
-
-def entry_key(description: Mapping[str, Any], identities: Iterable[str]) -> str:
-    """The cache key: a digest of the encoder's description (config, weights digest, input settings) and of every
-    input identity (sorted, so the order of rows and the split do not matter)."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps({"version": VERSION, **description}, sort_keys=True, default=str).encode())
-    for identity in sorted(set(identities)):
-        digest.update(identity.encode("utf-8", "surrogateescape"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def locked(path: Path):
-    """An exclusive file lock on `path` (created if absent) for the duration of the block; shared by the caches."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class FeatureEntry:

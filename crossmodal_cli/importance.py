@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from crossmodal_cli.engine.loop import evaluate
+from crossmodal_cli.engine.evaluation import evaluate
 
 
 class WithoutModalities:
@@ -78,7 +78,8 @@ def modality_importance(model: nn.Module, loader, task, device: torch.device, pr
 @torch.no_grad()
 def mean_gates(model: nn.Module, loader, device: torch.device, precision: str) -> dict[str, float]:
     """{"gate/MODALITY": mean gate value over the split's rows} for a gated fusion (it keeps its last gates)."""
-    from crossmodal_cli.engine.loop import autocast, to_device
+    from crossmodal_cli.engine.evaluation import to_device
+    from crossmodal_cli.engine.runtime import autocast
 
     model.eval()
     total, rows = None, 0

@@ -1,4 +1,4 @@
-"""MultimodalModel: one encoder per modality, a fusion, a task head; `encode()` then `fuse()`.
+"""MultimodalModel: one encoder per modality, a fusion, a task head: `encode()`, `fuse()`, `head_outputs()`.
 
 The split lets a frozen encoder's outputs be computed once and cached (`features.py`): with `from_features`, the
 batch holds `Encoded` fields instead of raw inputs and `forward` skips the encoders.
@@ -123,14 +123,19 @@ class MultimodalModel(nn.Module):
                 encoded[m] = encoder(inputs[m])
         return encoded
 
-    def fuse(self, encoded: Mapping[str, Encoded], present: Mapping[str, torch.Tensor] | None = None) -> ModelOutput:
-        """Modality dropout (training), fusion and head."""
+    def fuse(self, encoded: Mapping[str, Encoded],
+             present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor | Fused:
+        """Modality dropout (training), then the fusion: the fused features [B, D] (a `Fused` when the fusion also
+        has per-modality features), what the task's head reads and what cmpredict's embeddings keep."""
         if self.training and self.modality_dropout > 0 and len(self.encoders) > 1:
             if present is None:
                 first = next(iter(encoded.values())).pooled
                 present = {m: torch.ones(first.shape[0], dtype=torch.bool, device=first.device) for m in self.encoders}
             present = self._drop_modalities(dict(present))
-        fused = self.fusion(encoded, present)
+        return self.fusion(encoded, present)
+
+    def head_outputs(self, fused: torch.Tensor | Fused) -> ModelOutput:
+        """The task's head on the fused features (and on each modality's, for fusions with unimodal branches)."""
         if not isinstance(fused, Fused):
             return ModelOutput(self.head(fused))
         aux = {m: self.head(f) for m, f in fused.per_modality.items()}
@@ -138,7 +143,8 @@ class MultimodalModel(nn.Module):
 
     def forward(self, inputs: Mapping[str, torch.Tensor],
                 present: Mapping[str, torch.Tensor] | None = None) -> ModelOutput:
-        return self.fuse(self.encode(inputs), present)
+        """head(fuse(encode(inputs)))."""
+        return self.head_outputs(self.fuse(self.encode(inputs), present))
 
     def _drop_modalities(self, present: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         names = sorted(present)

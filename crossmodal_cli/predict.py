@@ -1,6 +1,6 @@
 """`cmpredict ckpt=PATH data.csv=NEW.csv`: a trained checkpoint's predictions for a CSV, labelled or not.
 
-The model, tokenizer, task and input settings come from the checkpoint alone (`build.rebuild`, as in cmeval). The
+The model, tokenizer, task and input settings come from the checkpoint alone (`factory.rebuild`, as in cmeval). The
 CSV needs the checkpoint's input columns (`data.columns.*` maps other names); a label column is neither needed
 nor read. Writes, into its run folder:
   * predictions.csv: row, source CSV, line, the inputs (paths, text), then the task's columns (for classification
@@ -12,131 +12,64 @@ Rows with unusable inputs follow `data.on_missing` (default: the checkpoint's se
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 import hydra
-import numpy as np
-import pandas as pd
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from crossmodal_cli.build import (load_data, make_split_loader, rebuild, resolve_device, resolve_precision,
-                                  seed_everything)
-from crossmodal_cli.config.commands import validate_predict
-from crossmodal_cli.data.dataset import resolve_workers
-from crossmodal_cli.engine.checkpoint import load_checkpoint
-from crossmodal_cli.engine.loop import autocast, concat, to_device
+from crossmodal_cli.config.startup import check_predict
 from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
-from crossmodal_cli.evaluate import prediction_table
 from crossmodal_cli.paths import config_dir
+from crossmodal_cli.settings.commands import PredictSettings
 
 log = logging.getLogger(__name__)
+check_config = check_predict  # the name configs/predict.yaml's check callback uses
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Every value of a composed cmpredict config, checked before anything is read (one line, exit 2)."""
-    validate_predict(cfg)
-    for key, path in (("ckpt", cfg.ckpt), ("data.csv", cfg.data.csv)):
-        if not Path(path).expanduser().is_file():
-            raise CrossmodalError(f"{key}={path}: file not found")
-    if cfg.data.root and not Path(cfg.data.root).expanduser().is_dir():
-        raise CrossmodalError(f"data.root={cfg.data.root}: no such folder")
-    resolve_precision(cfg.trainer.precision, resolve_device(cfg.trainer.device))
+def _data_settings(stored, settings: PredictSettings):
+    """The checkpoint's data settings, reading data.csv as one split (in file order) with the given overrides."""
+    from crossmodal_cli.inference import with_columns
+
+    given = settings.data
+    changes = {key: getattr(given, key) for key in ("on_missing", "allow_outside_root")
+               if getattr(given, key) is not None}
+    data = dataclasses.replace(stored, csv=None, train_csv=None, val_csv=None, demo=None,
+                               test_csv=str(Path(given.csv).expanduser().resolve()),
+                               root=str(Path(given.root).expanduser().resolve()) if given.root else None, **changes)
+    return with_columns(data, given.columns)
 
 
-def _data_config(stored: DictConfig, cfg: DictConfig) -> DictConfig:
-    """The checkpoint's data settings, reading cfg.data.csv as one split (in file order) with the given overrides."""
-    data = stored.data
-    data.csv = data.train_csv = data.val_csv = None
-    data.test_csv = str(Path(cfg.data.csv).expanduser().resolve())
-    data.root = str(Path(cfg.data.root).expanduser().resolve()) if cfg.data.root else None
-    data.demo = None
-    for key in ("on_missing", "allow_outside_root"):
-        if cfg.data.get(key) is not None:
-            data[key] = cfg.data[key]
-    for key, name in (cfg.data.get("columns") or {}).items():
-        if name is not None:
-            data.columns[key] = name
-    return data
-
-
-def predict(cfg: DictConfig, run_dir: str | Path) -> pd.DataFrame:
+def predict(cfg: DictConfig, run_dir: str | Path):
     """Predict for cfg.data.csv with cfg.ckpt; returns the predictions table (also written to run_dir)."""
-    run_dir = Path(run_dir)
-    check_config(cfg)
-    rebuilt = rebuild(load_checkpoint(Path(cfg.ckpt).expanduser()))
-    stored, task = rebuilt.config, rebuilt.task
-    top_k = cfg.predict.top_k
-    if top_k and not hasattr(task, "top_k"):
-        raise CrossmodalError(f"predict.top_k={top_k}: only a classification checkpoint has labels to rank "
-                              f"(this one: {stored.task._target_})")
-    if top_k and top_k > len(task.classes):
-        raise CrossmodalError(f"predict.top_k={top_k}: the checkpoint has {len(task.classes)} classes")
-    data = _data_config(stored, cfg)
-    seed_everything(stored.seed)
-    device = resolve_device(cfg.trainer.device)
-    precision = resolve_precision(cfg.trainer.precision, device)
-    table = load_data(data, rebuilt.modalities, stored.seed, task, keep=["test"], labels_needed=False)
-    frame = table.splits["test"]
-    if frame.empty:
-        raise CrossmodalError(f"data.csv={cfg.data.csv}: no row left to predict for")
-    model = rebuilt.model.to(device).eval()
-    loader = make_split_loader(table, "test", stored, rebuilt.tokenizer,
-                               batch_size=cfg.trainer.batch_size or stored.trainer.batch_size, train=False,
-                               seed=stored.seed, num_workers=resolve_workers(cfg.trainer.num_workers),
-                               pin_memory=device.type == "cuda")
-    rows, values, embeddings = _run(model, loader, task, device, precision, cfg.predict.embeddings)
-    ordered = frame.iloc[rows].reset_index(drop=True)
-    table_out = prediction_table(rows, ordered, task.predictions(values, ordered))
-    if top_k:
-        table_out = pd.concat([table_out, task.top_k(values, top_k)], axis=1)
-    table_out.to_csv(run_dir / "predictions.csv", index=False, float_format="%.6f")
+    return predict_checkpoint(check_predict(cfg), Path(run_dir))
+
+
+def predict_checkpoint(settings: PredictSettings, run_dir: Path):
+    import numpy as np
+
+    from crossmodal_cli.engine.checkpoint import load_checkpoint
+    from crossmodal_cli.factory import rebuild
+    from crossmodal_cli.inference import Predictor, check_top_k
+
+    rebuilt = rebuild(load_checkpoint(Path(settings.ckpt).expanduser()))
+    top_k = settings.predict.top_k
+    check_top_k(rebuilt.task, top_k, rebuilt.config.task["_target_"])
+    predictor = Predictor.place(rebuilt, settings.trainer.device, settings.trainer.precision,
+                                settings.trainer.batch_size, settings.trainer.num_workers)
+    table = predictor.read(_data_settings(rebuilt.config.data, settings), keep=["test"], labels_needed=False)
+    if table.splits["test"].empty:
+        raise CrossmodalError(f"data.csv={settings.data.csv}: no row left to predict for")
+    frame, embeddings = predictor.predict(table, "test", top_k=top_k, embeddings=settings.predict.embeddings)
+    frame.to_csv(run_dir / "predictions.csv", index=False, float_format="%.6f")
     if embeddings is not None:
-        np.savez(run_dir / "embeddings.npz", row=rows, **embeddings)
-    log.info("%d rows of %s predicted with %s; wrote %s%s", len(table_out), cfg.data.csv, cfg.ckpt,
+        np.savez(run_dir / "embeddings.npz", **embeddings)
+    log.info("%d rows of %s predicted with %s; wrote %s%s", len(frame), settings.data.csv, settings.ckpt,
              run_dir / "predictions.csv", " and embeddings.npz" if embeddings is not None else "")
-    return table_out
-
-
-@torch.no_grad()
-def _run(model, loader, task, device: torch.device, precision: str, keep_embeddings: bool):
-    """(row numbers, the task's outputs, {"fused", "pooled/MODALITY", the task's own: arrays} or None)."""
-    calls: dict[str, list] = {}
-    hooks = []
-    if keep_embeddings:  # the first call of the head per batch is the fused features (late fusion calls it again)
-        hooks.append(model.head.register_forward_pre_hook(
-            lambda module, args: calls.setdefault("fused", []).append(_plain(args[0]))))
-        for m, encoder in model.encoders.items():
-            hooks.append(encoder.register_forward_hook(
-                lambda module, args, out, m=m: calls.setdefault(f"pooled/{m}", []).append(out.pooled.float().cpu())))
-    rows, values, kept = [], [], {}
-    try:
-        for batch in loader:
-            batch = to_device(batch, device)
-            calls.clear()
-            with autocast(device, precision):
-                out = model(batch["inputs"], batch.get("present"))
-            values.append(to_device(task.outputs(out), torch.device("cpu")))
-            rows.append(batch["index"].cpu())
-            if keep_embeddings:
-                own = {k: v.float().cpu() for k, v in task.embeddings(out).items()}
-                for key, value in {**{k: v[0] for k, v in calls.items()}, **own}.items():
-                    kept.setdefault(key, []).append(value)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    embeddings = {k: torch.cat(v).numpy() for k, v in kept.items()} if keep_embeddings else None
-    return torch.cat(rows).numpy(), concat(values), embeddings
-
-
-def _plain(features) -> torch.Tensor:
-    """The head's input as one float tensor [B, D] (a dict of pooled outputs, for retrieval: concatenated)."""
-    if isinstance(features, dict):
-        return torch.cat([features[k].float() for k in sorted(features)], dim=-1).cpu()
-    return features.float().cpu()
+    return frame
 
 
 @hydra.main(config_path=config_dir(), config_name="predict", version_base="1.3")

@@ -7,7 +7,7 @@
 
 Builds a deterministic reference data set (JPEG photos of 320 x 240, 12-word captions, 10 classes: 20,000 rows
 for `reference`) under --data, then measures, as samples per second:
-  * loader: the training DataLoader cmtrain builds (`build.make_split_loader`), alone, without a model, with 0
+  * loader: the training DataLoader cmtrain builds (`pipeline.loaders.make_split_loader`), alone, without a model, with 0
     workers (= one core) and with --workers workers; for the plain path (each JPEG decoded and resized per batch,
     texts tokenised per batch) and for `data.cache=preprocessed` (images decoded once into a memory-mapped array,
     texts tokenised once);
@@ -26,6 +26,7 @@ ratios measured in one run, with the command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -44,15 +45,19 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw
 
-from crossmodal_cli import build
+from crossmodal_cli.config.startup import resolve_monitor, run_settings
 from crossmodal_cli.data.dataset import resolve_workers
 from crossmodal_cli.engine.checkpoint import Checkpointer
 from crossmodal_cli.engine.distributed import Silent
-from crossmodal_cli.engine.loop import Trainer, to_device, total_loss
+from crossmodal_cli.engine.evaluation import to_device, total_loss
+from crossmodal_cli.engine.loop import Trainer
+from crossmodal_cli.engine.runtime import resolve_device, seed_everything, speed_settings
+from crossmodal_cli.factory import build_model, build_optimizer, build_task
 from crossmodal_cli.paths import config_dir
-from crossmodal_cli.engine.speed import speed_settings
-from crossmodal_cli.optim import build_optimizer
-from crossmodal_cli.train import _settings, resolve_monitor, train
+from crossmodal_cli.pipeline.data import absolute_data_paths, load_data
+from crossmodal_cli.pipeline.inputs import build_tokenizer
+from crossmodal_cli.pipeline.loaders import make_split_loader
+from crossmodal_cli.train import train
 
 PRESETS = {  # rows, batch, image size, model, steps timed per measurement
     "small": dict(rows=384, batch=32, size=64, model="tiny", steps=6),
@@ -121,19 +126,26 @@ def config(csv: Path, preset: dict, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def typed(cfg: DictConfig):
+    """The composed config as the settings cmtrain's parts read (data paths absolute, monitor resolved)."""
+    settings = run_settings(cfg)
+    settings = dataclasses.replace(settings, data=absolute_data_paths(settings.data))
+    return dataclasses.replace(settings, trainer=resolve_monitor(settings.trainer, build_task(settings)))
+
+
 def prepare(cfg: DictConfig):
     """(table, tokenizer, task) as cmtrain builds them."""
-    build.absolute_data_paths(cfg.data)
-    task = build.build_task(cfg)
-    resolve_monitor(cfg.trainer, task)
-    table = build.load_data(cfg.data, cfg.modalities, cfg.seed, task, keep=["train", "val"])
-    tokenizer = build.build_tokenizer(cfg, table.splits["train"]["text"].tolist())
+    cfg = typed(cfg)
+    task = build_task(cfg)
+    table = load_data(cfg.data, cfg.modalities, cfg.seed, task, keep=["train", "val"])
+    tokenizer = build_tokenizer(cfg, table.splits["train"]["text"].tolist())
     return table, tokenizer, task
 
 
 def loader_rate(cfg: DictConfig, table, tokenizer, workers: int, batches: int, device: torch.device) -> float:
     """Samples per second of cmtrain's training loader alone (batches moved to the device, nothing else)."""
-    loader = build.make_split_loader(table, "train", cfg, tokenizer, batch_size=cfg.trainer.batch_size, train=True,
+    cfg = typed(cfg)
+    loader = make_split_loader(table, "train", cfg, tokenizer, batch_size=cfg.trainer.batch_size, train=True,
                                      num_workers=workers, seed=cfg.seed, pin_memory=device.type == "cuda",
                                      drop_last=True)
     loader.sampler.set_epoch(1)
@@ -170,21 +182,21 @@ class ResidentLoader:
 
 def ceiling_rate(cfg: DictConfig, table, tokenizer, task, device: torch.device, precision: str, steps: int) -> float:
     """Samples per second of cmtrain's Trainer fed one resident batch (after 2 warm-up steps)."""
-    build.seed_everything(cfg.seed)
-    model = build.build_model(cfg, table.modalities, task, tokenizer).to(device)
+    cfg = typed(cfg)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, table.modalities, task, tokenizer).to(device)
     speed_settings(model, cfg.trainer, device, precision)
-    loader = build.make_split_loader(table, "train", cfg, tokenizer, batch_size=cfg.trainer.batch_size, train=True,
+    loader = make_split_loader(table, "train", cfg, tokenizer, batch_size=cfg.trainer.batch_size, train=True,
                                      num_workers=0, seed=cfg.seed, pin_memory=False, drop_last=True)
     loader.sampler.set_epoch(1)
     batch = to_device(next(iter(loader)), device)
-    settings = _settings(cfg.trainer, device, precision)
+    settings = dataclasses.replace(cfg.trainer, max_epochs=1)
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
         for count in (2, steps):  # warm-up (compilation, allocator), then the timed epoch
-            settings.max_epochs = 1
             trainer = Trainer(model, task, ResidentLoader(batch, count, cfg.trainer.batch_size), [],
                               build_optimizer(cfg, model), _Constant(), settings, Silent(),
-                              Checkpointer(Path(tmp), 0, {}))
+                              Checkpointer(Path(tmp), 0, {}), device=device, precision=precision)
             trainer._train_epoch(_NoStop())
             rates.append(trainer.progress.seen / trainer.progress.seconds)
     return rates[-1]
@@ -236,8 +248,9 @@ def textbook_rate(cfg: DictConfig, table, tokenizer, task, device: torch.device,
     plain AdamW; the same model."""
     import torchvision.transforms.functional as TF
 
-    build.seed_everything(cfg.seed)
-    model = build.build_model(cfg, table.modalities, task, tokenizer).to(device).train()
+    cfg = typed(cfg)
+    seed_everything(cfg.seed)
+    model = build_model(cfg, table.modalities, task, tokenizer).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     frame = table.splits["train"]
     size, batch_size = cfg.data.image_size, cfg.trainer.batch_size
@@ -281,7 +294,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="on CUDA, skip the compiled ceiling")
     parser.add_argument("--profile", default=None, help="also profile cmtrain end to end; its tables go here")
     opts = parser.parse_args()
-    device = build.resolve_device("auto")
+    device = resolve_device("auto")
     preset = dict(PRESETS[opts.preset or ("reference" if device.type == "cuda" else "cpu")])
     preset["rows"] = opts.rows or preset["rows"]
     workers = resolve_workers(int(opts.workers) if opts.workers != "auto" else "auto")
@@ -299,12 +312,10 @@ def main() -> None:
     table, tokenizer, task = prepare(plain)
     cached = config(csv, preset, [f"trainer.precision={precision}", "data.cache=preprocessed",
                                   f"data.cache_dir={cache_dir}"])
-    build.absolute_data_paths(cached.data)
-    cached.trainer.monitor, cached.trainer.monitor_mode = plain.trainer.monitor, plain.trainer.monitor_mode
     say(f"measuring on {results['device']}: loaders")
     for name, cfg in (("plain", plain), ("preprocessed", cached)):
         if name == "preprocessed":  # build the cache once, outside the timing
-            build.make_split_loader(table, "train", cfg, tokenizer, batch_size=8, train=True, num_workers=0,
+            make_split_loader(table, "train", typed(cfg), tokenizer, batch_size=8, train=True, num_workers=0,
                                     seed=0, pin_memory=False)
         results[f"loader_{name}_0_workers"] = loader_rate(cfg, table, tokenizer, 0, batches, device)
         if workers:

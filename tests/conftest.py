@@ -68,3 +68,16 @@ def write_pairs_csv(folder: Path, num_samples: int) -> Path:
     frame.to_csv(folder / "pairs.csv", index=False)
     return folder / "pairs.csv"
 
+
+
+def settings_of(cfg):
+    """A composed cmtrain config as the typed settings the factory and pipeline read, without the start-up checks
+    (so a test can hand a value only the build refuses straight to the build)."""
+    from omegaconf import OmegaConf
+
+    from crossmodal_cli.settings import from_values
+    from crossmodal_cli.settings.run import RunSettings
+
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values.pop("hydra", None)
+    return from_values(RunSettings, values)

@@ -5,12 +5,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from crossmodal_cli.build import build_model, resolve_device, resolve_precision
-from crossmodal_cli.optim import build_optimizer
+from crossmodal_cli.engine.runtime import resolve_device, resolve_precision
+from crossmodal_cli.factory import build_model, build_optimizer
 from crossmodal_cli.data.modalities import train_wordpiece
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.tasks.classification import Classification
+from tests.conftest import settings_of
 
 
 def test_device_and_precision():
@@ -27,7 +28,7 @@ def test_device_and_precision():
 
 def compose_train(*overrides: str):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return settings_of(compose("train", overrides=list(overrides)))
 
 
 def test_default_config_builds_a_three_modality_model_with_no_decay_on_biases():

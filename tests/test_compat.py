@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +53,31 @@ def test_a_version_1_checkpoint_evaluates(tmp_path):
     assert metrics["accuracy"] == pytest.approx(trained["test"]["accuracy"])
     assert metrics["loss"] == pytest.approx(trained["test"]["loss"], rel=1e-5)
     assert json.loads((tmp_path / "ev/metrics.json").read_text())["test"]["loss"] == pytest.approx(metrics["loss"])
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_checkpoint_from_before_the_redesign_resumes_bit_for_bit_and_evaluates(tmp_path):
+    """tests/fixtures/gated-epoch1-b89ef98.ckpt was written by commit b89ef98 (before the typed settings and the
+    split of build.py): epoch-001.ckpt of a 2-epoch gated-fusion run on `write_dataset(n=24, with_split=True)`.
+    Resumed here, it ends with exactly the metrics that commit gave for the uninterrupted run
+    (gated-epoch2-b89ef98.json); cmeval evaluates it."""
+    from crossmodal_cli.config.resume import resumed_config
+
+    csv = write_dataset(tmp_path / "ds", n=24, with_split=True)
+    state = torch.load(FIXTURES / "gated-epoch1-b89ef98.ckpt", weights_only=True)
+    config = yaml.safe_load(state["config"])
+    config["data"]["csv"] = str(csv)
+    run = tmp_path / "run"
+    for name in ("last.ckpt", "best.ckpt"):  # epoch 1 was the best so far: the run folder held it as both
+        save_checkpoint({k: v for k, v in {**state, "config": yaml.safe_dump(config)}.items()
+                         if k not in ("format", "version")}, run / "checkpoints" / name)
+    cfg, resume = resumed_config(str(run), [])
+    results = train(cfg, run, resume=resume)
+    expected = json.loads((FIXTURES / "gated-epoch2-b89ef98.json").read_text())
+    assert json.loads(json.dumps(results)) == expected
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        eval_cfg = compose("eval", overrides=[f"ckpt={run / 'checkpoints/best.ckpt'}", "trainer.num_workers=0"])
+    (tmp_path / "ev").mkdir()
+    assert evaluate(eval_cfg, tmp_path / "ev") == expected["test"]

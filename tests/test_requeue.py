@@ -1,11 +1,11 @@
-"""crossmodal_cli/requeue.py: only the same submitit job, started again in its own folder, continues a run there."""
+"""crossmodal_cli/config/requeue.py: only the same submitit job, started again in its own folder, continues a run there."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from crossmodal_cli.requeue import requeued_run
+from crossmodal_cli.config.requeue import requeued_run
 
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 

@@ -11,15 +11,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from crossmodal_cli.build import build_model
-from crossmodal_cli.optim import build_optimizer
+from crossmodal_cli.factory import build_model, build_optimizer
 from crossmodal_cli.data.modalities import train_wordpiece
-from crossmodal_cli.engine.loop import total_loss
+from crossmodal_cli.engine.evaluation import total_loss
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.tasks.classification import Classification
 from crossmodal_cli.train import check_config, train
-from tests.conftest import write_dataset
+from tests.conftest import settings_of, write_dataset
 
 FAST = ["trainer.num_workers=0", "trainer.progress_bar=false", "trainer.batch_size=8", "data.image_size=32",
         "data.text.max_length=16", "data.audio.sample_rate=8000", "data.audio.seconds=0.5"]
@@ -63,9 +62,9 @@ def test_frozen_from_the_first_step(csv):
     cfg = compose_train("encoder.image.freeze=true", "optimizer.weight_decay=0.5")
     tokenizer = train_wordpiece(["a red thing"], vocab_size=40, lowercase=True)
     task = Classification.with_classes(2)
-    model = build_model(cfg, ["image", "text"], task, tokenizer)
+    model = build_model(settings_of(cfg), ["image", "text"], task, tokenizer)
     before = {k: v.clone() for k, v in model.encoders["image"].state_dict().items()}
-    optimizer = build_optimizer(cfg, model)
+    optimizer = build_optimizer(settings_of(cfg), model)
     model.train()
     assert not model.encoders["image"].training and model.encoders["text"].training
     batch = {"image": torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8),
@@ -83,8 +82,8 @@ def test_learning_rate_per_encoder_and_per_layer():
     cfg = compose_train("encoder/text=bert_small", "encoder.text.lr_scale=0.1", "encoder.text.layer_decay=0.5",
                         "encoder.image.lr_scale=2", "optimizer.lr=0.01")
     tokenizer = train_wordpiece(["a red thing"], vocab_size=40, lowercase=True)
-    model = build_model(cfg, ["image", "text"], Classification.with_classes(2), tokenizer)
-    optimizer = build_optimizer(cfg, model)
+    model = build_model(settings_of(cfg), ["image", "text"], Classification.with_classes(2), tokenizer)
+    optimizer = build_optimizer(settings_of(cfg), model)
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     layers = len(model.encoders["text"].layer_groups())
     assert layers >= 5  # embeddings, 4 blocks (and the rest)

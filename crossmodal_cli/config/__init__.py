@@ -1,7 +1,3 @@
-"""Config schemas and the start-up check: every config value is checked before any data is read.
-
-`schema.py` holds one dataclass per config group (the keys, their types and ranges); `check.py` walks a composed
-config against them and raises a one-line `CrossmodalError` (`KEY=VALUE: what is wrong, what to write instead`)
-for the first wrong value.
-"""
-from crossmodal_cli.config import search  # noqa: E402,F401  (registers ${cm_sweep_direction:} for hparams_search/)
+"""The configs' entry side: start-up checks (`startup.py`, on the schemas of `schema.py` walked by `check.py`),
+the Hydra callbacks (`callback.py`) and the resolvers the YAML files name (`resolvers.py`, registered here)."""
+from crossmodal_cli.config import resolvers  # noqa: F401  (registers ${cm_run_dir:}, ${cm_now:}, ...)

@@ -17,60 +17,15 @@ import difflib
 import inspect
 import types
 import typing
-from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence, Union
+
+from typing import Any, Literal, Mapping, Sequence, Union
 
 from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.settings.rules import Range, Rule, Target
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
-@dataclass(frozen=True)
-class Range:
-    """Bounds of a number: ge/gt (>=, >) and le/lt (<=, <)."""
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-
-    def holds(self, value: float) -> bool:
-        return not ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt) or
-                    (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt))
-
-    def describe(self) -> str:
-        low = f">= {_fmt(self.ge)}" if self.ge is not None else f"> {_fmt(self.gt)}" if self.gt is not None else ""
-        high = f"<= {_fmt(self.le)}" if self.le is not None else f"< {_fmt(self.lt)}" if self.lt is not None else ""
-        return " and ".join(part for part in (low, high) if part)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A check no type expresses: `test(value)` must hold; `expected` completes 'must be …'."""
-
-    test: Callable[[Any], bool]
-    expected: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """Marks an instantiated config group: `keys` (a dataclass) ranges its known keys; `runtime` names the
-    constructor arguments the code passes itself; `own` the keys the code reads itself (allowed whatever the
-    target's signature)."""
-
-    keys: type
-    runtime: frozenset[str] = frozenset()
-    own: frozenset[str] = frozenset()
-
-
-class Absent:
-    """Default of a schema field that may be left out of the config."""
-
-    def __repr__(self) -> str:
-        return "absent"
-
-
-ABSENT: Any = Absent()
 
 
 def _fmt(value: Any) -> str:

@@ -29,11 +29,31 @@ def printable(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+FRAME_SOURCE = "DataFrame"
+FIRST_ROW_LINE = 2  # a DataFrame row's `line` is its position + 2: the line it would have in a CSV with a header
+
+
+def frame_source(role: str) -> str:
+    """The `source` of rows read from an in-memory DataFrame in `role` ("csv": the one table to split, or a split
+    name): "DataFrame", or e.g. "val DataFrame", so (source, line) stays unique across the frames of a table."""
+    return FRAME_SOURCE if role == "csv" else f"{role} {FRAME_SOURCE}"
+
+
+FRAME_SOURCES = frozenset(frame_source(role) for role in ("csv", "train", "val", "test"))
+
+
+def where(source: str, line: int) -> str:
+    """'line 7' of a CSV, or 'DataFrame row 5' (the 0-based position, as `DataFrame.iloc` counts) of a DataFrame."""
+    return f"DataFrame row {line - FIRST_ROW_LINE}" if source in FRAME_SOURCES else f"line {line}"
+
+
 def describe_rows(frame: pd.DataFrame, limit: int = 5) -> str:
-    """'N rows, first at lines a, b, c' for error messages."""
-    lines = ", ".join(str(n) for n in frame["line"].head(limit))
+    """'N rows, first at lines a, b, c' for error messages; 'N rows (DataFrame rows a, b)' for a DataFrame's rows."""
+    in_frame = "source" in frame and len(frame) and frame["source"].iloc[0] in FRAME_SOURCES
+    lines = ", ".join(str(n - FIRST_ROW_LINE if in_frame else n) for n in frame["line"].head(limit))
     more = "" if len(frame) <= limit else ", ..."
-    return f"{len(frame)} row{'s' if len(frame) != 1 else ''} (line{'s' if len(frame) != 1 else ''} {lines}{more})"
+    s = "s" if len(frame) != 1 else ""
+    return f"{len(frame)} row{s} ({'DataFrame row' if in_frame else 'line'}{s} {lines}{more})"
 
 
 def _decode(path: Path, data: bytes) -> str:

@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
+from crossmodal_cli.data.cells import Cell
+from crossmodal_cli.data.csvfile import where
 from crossmodal_cli.data.modalities import load_audio, load_image
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.data.collate import collate_targets
@@ -95,6 +97,9 @@ class TableDataset(Dataset):
     When neither decoding nor augmentation is left per row, `__getitems__` (the DataLoader's batch fetch) builds
     the whole batch with one indexed read per array instead of one item at a time.
 
+    An image or audio cell is a path or, for a table read from a DataFrame, encoded bytes or a PIL image (both
+    pickle, so workers started by spawn get them too).
+
     A file that fails to load although it passed the check before training (changed since, or damaged in place
     with its size and time kept, so the validation cache still holds it) stops with one line naming the file,
     its CSV line and the `data.on_missing` choices, never as zeros.
@@ -161,19 +166,20 @@ class TableDataset(Dataset):
         return {"inputs": inputs, "present": {m: torch.from_numpy(p[rows]) for m, p in self.present.items()},
                 "target": collate_targets(list(self.targets[rows])), "index": torch.from_numpy(rows)}
 
-    def _load(self, modality: str, path: str, i: int, rng: np.random.Generator | None) -> torch.Tensor:
-        """Row i's image or audio file decoded; a failure names the CSV line and what to do about it."""
+    def _load(self, modality: str, cell: Cell, i: int, rng: np.random.Generator | None) -> torch.Tensor:
+        """Row i's image or audio (a file, or an in-memory cell) decoded; a failure names the CSV line (or the
+        DataFrame row) and what to do about it."""
         try:
             if modality == "image":
-                return load_image(path, self.image_size, self.resize)
-            return load_audio(path, self.audio.sample_rate, self.audio.seconds, rng)
+                return load_image(cell, self.image_size, self.resize)
+            return load_audio(cell, self.audio.sample_rate, self.audio.seconds, rng)
         except CrossmodalError as err:
             if self.origin is None:
                 raise
             source, line = self.origin[0][i], self.origin[1][i]
-            raise CrossmodalError(f"{source}: line {line}: {err} (fix the file, or set data.on_missing=drop or zero; "
-                                  f"a file damaged in place keeps its size and time: set data.validation_cache=null "
-                                  f"to check it again)") from None
+            raise CrossmodalError(f"{source}: {where(source, line)}: {err} (fix the file, or set data.on_missing=drop "
+                                  f"or zero; a file damaged in place keeps its size and time: set "
+                                  f"data.validation_cache=null to check it again)") from None
 
     def _augment(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):

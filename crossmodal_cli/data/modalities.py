@@ -1,8 +1,12 @@
 """How one image or audio file becomes a tensor, and how texts become token ids.
 
+An image or audio `source` is a path or an in-memory cell of a DataFrame (encoded bytes, or a PIL image:
+`cells.py`); bytes decode exactly as the same file would.
+
 Images stay uint8 until they reach the model (4x less to copy than float32; the image encoder normalises on the
-device); `open_image`, `convertible` and `to_rgb` are shared with validation.py, so an image that passes the checks
-also loads. Audio is a float32 mono waveform at a fixed rate and length; the audio encoder computes the spectrogram.
+device); `open_image`, `convertible` and `to_rgb` are shared with the checks (probes.py), so an image that passes
+them also loads. Audio is a float32 mono waveform at a fixed rate and length; the audio encoder computes the
+spectrogram.
 Text is tokenised once per batch by a Hugging Face fast tokenizer (see `Collate` in dataset.py).
 
 A file whose pixels or frames cannot all be decoded is an error here, never an image or waveform of zeros: a second
@@ -11,8 +15,8 @@ stops quietly where a truncated WAV or AIFF body ends.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import struct
 import warnings
 import zlib
@@ -30,6 +34,7 @@ from PIL import Image, ImageOps
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from crossmodal_cli.data.cells import describe_cell, open_binary, stream_size
 from crossmodal_cli.errors import CrossmodalError
 
 # What Pillow raises for a malformed, damaged or unsupported image file (decoders: OSError; format plugins: the rest;
@@ -54,15 +59,19 @@ def too_large_reason() -> str:
 
 
 @contextmanager
-def open_image(path: str) -> Iterator[Image.Image]:
+def open_image(source: str | bytes | Image.Image) -> Iterator[Image.Image]:
     """Image.open, without Pillow's DecompressionBombWarning while the image is used (validation.py counts such
     images and logs one line per run instead); over the hard limit it still raises Image.DecompressionBombError.
+    A PIL image is yielded as it is (and left open).
 
     (Before Python 3.14 catch_warnings is not thread-safe: in validation.py's thread pool the filter may outlive
     the block, which only silences the same warning.)
     """
+    if isinstance(source, Image.Image):
+        yield source
+        return
     with warnings.catch_warnings(action="ignore", category=Image.DecompressionBombWarning):
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             yield img
 
 
@@ -128,16 +137,18 @@ def fit(img: Image.Image, size: int, resize: str) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def load_image(path: str, size: int, resize: str = "squash") -> torch.Tensor:
-    """RGB image, turned upright (EXIF) and fitted to size x size (`fit`): uint8 [3, size, size]."""
+def load_image(source: str | bytes | Image.Image, size: int, resize: str = "squash") -> torch.Tensor:
+    """RGB image, turned upright (EXIF) and fitted to size x size (`fit`): uint8 [3, size, size]. `source`: a path,
+    encoded bytes, or a PIL image (used as it is: never drafted, which would change the caller's image)."""
     try:
-        with open_image(path) as img:
-            img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when much larger than needed
+        with open_image(source) as img:
+            if img is not source:
+                img.draft("RGB", (size, size))  # JPEG: decode at reduced scale when much larger than needed
             img = fit(to_rgb(upright(img)), size, resize)
     except Image.DecompressionBombError:
-        raise CrossmodalError(f"{path}: cannot read image ({too_large_reason()})") from None
+        raise CrossmodalError(f"{describe_cell(source)}: cannot read image ({too_large_reason()})") from None
     except DECODE_ERRORS as err:  # a damaged or malformed file (validation.py catches the same)
-        raise CrossmodalError(f"{path}: cannot read image ({type(err).__name__}: {err})") from None
+        raise CrossmodalError(f"{describe_cell(source)}: cannot read image ({type(err).__name__}: {err})") from None
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
 
@@ -145,7 +156,7 @@ class DamagedAudio(OSError):
     """An audio file with fewer frames (or data bytes) than its header declares, or none at all."""
 
 
-def _iff_shortfall(path: str) -> str | None:
+def _iff_shortfall(source: str | bytes) -> str | None:
     """Why a WAV (RIFF/RIFX) or AIFF file holds less sound data than its header declares; None when it does not,
     or is another format.
 
@@ -153,8 +164,8 @@ def _iff_shortfall(path: str) -> str | None:
     size in UNKNOWN_DATA_SIZES is what writers that cannot seek back (pipes) leave: it declares nothing. A shortfall
     of less than one frame (a missing pad byte) loses no sample.
     """
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    with open_binary(source) as f:
+        size = stream_size(f)
         head = f.read(12)
         order = {(b"RIFF", b"WAVE"): "<", (b"RIFX", b"WAVE"): ">", (b"FORM", b"AIFF"): ">",
                  (b"FORM", b"AIFC"): ">"}.get((head[:4], head[8:12]))
@@ -182,18 +193,18 @@ def _iff_shortfall(path: str) -> str | None:
     return None
 
 
-def read_audio(path: str, keep: bool = True) -> tuple[np.ndarray, int]:
+def read_audio(source: str | bytes, keep: bool = True) -> tuple[np.ndarray, int]:
     """(every frame of an audio file, float32 [frames, channels] — or [0, channels] when not `keep`, for a check
-    that only needs them decoded —, its sample rate).
+    that only needs them decoded —, its sample rate). `source`: a path or an encoded file's bytes.
 
     Raises DamagedAudio for a file without frames or whose body holds fewer frames than its header declares
     (truncated or damaged: libsndfile returns such a short read without an error), and soundfile's own errors
     (AUDIO_ERRORS) for a file it cannot decode, e.g. a FLAC frame that fails its checksum.
     """
-    shortfall = _iff_shortfall(path)
+    shortfall = _iff_shortfall(source)
     if shortfall:
         raise DamagedAudio(shortfall)
-    with sf.SoundFile(path) as f:
+    with sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else source) as f:
         rate, channels, declared = f.samplerate, f.channels, f.frames
         blocks, read = [], 0
         while read < declared:
@@ -211,16 +222,17 @@ def read_audio(path: str, keep: bool = True) -> tuple[np.ndarray, int]:
     return (np.concatenate(blocks) if blocks else np.zeros((0, channels), np.float32)), rate
 
 
-def load_audio(path: str, sample_rate: int, seconds: float, rng: np.random.Generator | None = None) -> torch.Tensor:
+def load_audio(source: str | bytes, sample_rate: int, seconds: float,
+               rng: np.random.Generator | None = None) -> torch.Tensor:
     """Mono waveform at sample_rate, cropped or zero-padded to `seconds`: float32 [sample_rate * seconds].
 
     With `rng` (training) a long clip is cropped at a random offset, else from its start. A file that does not
     decode in full (`read_audio`) is an error, never a shorter or silent clip.
     """
     try:
-        data, rate = read_audio(path)
+        data, rate = read_audio(source)
     except AUDIO_ERRORS as err:
-        raise CrossmodalError(f"{path}: cannot read audio ({err})") from None
+        raise CrossmodalError(f"{describe_cell(source)}: cannot read audio ({err})") from None
     wave = torch.from_numpy(data.mean(axis=1))
     if rate != sample_rate:
         wave = AF.resample(wave, rate, sample_rate)

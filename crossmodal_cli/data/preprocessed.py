@@ -5,9 +5,10 @@ Decoding and resizing a JPEG costs milliseconds per image and per epoch; copying
 a memory-mapped array costs microseconds. The entry for a set of images lives in
 `data.cache_dir/images/<key>/` (`images.npy` [K, 3, S, S] uint8 and `index.json`: input identity -> row), where the
 key hashes the image size, the resize mode and the identity of every distinct image (path, size and modification
-time: `features.input_identity`), so a changed file, size or resize mode gives a new entry and a stale one is never
-read. Entries are built in a temporary folder and renamed into place under a file lock (`features.locked`): the
-jobs of a sweep that need the same images wait for the first and then share one copy through the page cache.
+time; an in-memory image's content digest: `cachefiles.input_identity`), so a changed file, size or resize mode gives
+a new entry and a stale one is never read. Entries are built in a temporary folder and renamed into place under a
+file lock (`cachefiles.locked`): the jobs of a sweep that need the same images wait for the first and then share
+one copy through the page cache.
 Decoding runs in a thread pool (Pillow releases the GIL while it decodes and resizes).
 
 Hand-written because no library caches decoded, resized images keyed by file identity this way; the array is a
@@ -26,9 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
+from crossmodal_cli.data.cachefiles import entry_key, input_identity, locked
+from crossmodal_cli.data.cells import Cell
 from crossmodal_cli.data.modalities import load_image
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.features import entry_key, input_identity, locked
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,10 @@ class ImageEntry:
         return np.asarray([self.rows[i] for i in identities], dtype=np.int64)
 
 
-def cached_images(paths: Sequence[str], present: np.ndarray, size: int, resize: str, cache_dir: str | Path,
+def cached_images(paths: Sequence[Cell], present: np.ndarray, size: int, resize: str, cache_dir: str | Path,
                   threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images [K, 3, S, S] uint8 memory-mapped, positions [N]: each row's index into it, -1 where the row has no
-    image). Builds the entry on first use."""
+    image). `paths`: each row's image cell (a path, or in-memory bytes / PIL image). Builds the entry on first use."""
     identities = [input_identity("image", p) if has else "" for p, has in zip(paths, present)]
     distinct = sorted({i for i in identities if i})
     if not distinct:
@@ -73,7 +75,7 @@ def cached_images(paths: Sequence[str], present: np.ndarray, size: int, resize: 
     return entry.images, positions
 
 
-def _build(folder: Path, paths: list[str], identities: list[str], size: int, resize: str,
+def _build(folder: Path, paths: list[Cell], identities: list[str], size: int, resize: str,
            threads: int | None) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))

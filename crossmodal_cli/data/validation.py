@@ -1,12 +1,13 @@
-"""Check every input a Table points to (image and audio files, texts), before any training starts.
+"""Check every input a Table points to (image and audio files or in-memory cells, texts) before training starts.
 
 One pass per modality over the unique paths of all splits, in a thread pool (decoders release the GIL): the path
-must lie under the data root (unless allowed), be a regular file and decode in full — every compressed byte of an
-image, every frame of an audio file — with the same helpers as `modalities.load_image` / `load_audio`, so a file
-that passes also loads, and a damaged one is found before the first step. Files that passed are remembered in a
+must lie under the data root (unless allowed), be a regular file and decode in full (`probes.py`) — every
+compressed byte of an image, every frame of an audio file — with the same helpers as `modalities.load_image` /
+`load_audio`, so a file that passes also loads, and a damaged one is found before the first step. Files that passed are remembered in a
 small JSON cache per data root, keyed by (path, size, mtime), so an unchanged data set is re-checked in a second.
-A failure is handled by `on_missing`: stop with one line naming the CSV, the column, the first rows and their
-count, or drop / mask the rows.
+In-memory cells of a DataFrame (bytes, PIL images: `cells.py`) are decoded by the same probes, never cached. A
+failure is handled by `on_missing`: stop with one line naming the CSV (or DataFrame), the column, the first rows
+and their count, or drop / mask the rows.
 """
 from __future__ import annotations
 
@@ -15,19 +16,17 @@ import json
 import logging
 import os
 import stat
-import struct
 import tempfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import pandas as pd
 from PIL import Image
 
-from crossmodal_cli.data.modalities import (AUDIO_ERRORS, DECODE_ERRORS, DamagedAudio, convertible, is_large,
-                                            open_image, read_audio, too_large_reason)
-from crossmodal_cli.data.csvfile import describe_rows, outside_root, printable
+from crossmodal_cli.data.cells import describe_cell, in_memory
+from crossmodal_cli.data.csvfile import describe_rows, outside_root, printable, where
+from crossmodal_cli.data.probes import PROBES
 from crossmodal_cli.data.table import ON_MISSING, Table
 from crossmodal_cli.errors import CrossmodalError
 
@@ -36,91 +35,6 @@ log = logging.getLogger(__name__)
 OUTSIDE_ROOT = "outside data.root (set data.allow_outside_root=true to allow)"
 CACHE_VERSION = 3  # bump when a probe becomes stricter, so files passed by the old probe are checked again
 BATCH = 256        # paths per thread-pool task: one future per file would cost more than a cached check
-PNG_INFLATE_STEP = 1 << 20  # bytes inflated at a time by png_problem, then discarded
-
-
-Probe = Callable[[str], "tuple[str | None, bool]"]  # path -> (reason it is unusable or None, over the size warning)
-
-
-def png_problem(path: str) -> str | None:
-    """Why a PNG's stream is damaged where Pillow's decoder does not look, or None: every chunk's CRC through IEND
-    (`load()` skips them), and the IDAT data inflated to its end, so its Adler-32 checksum is compared (Pillow
-    stops inflating once it has every row, before the checksum: about 1 in 200 single-bit flips in IDAT then
-    decodes without an error, to wrong pixels). The inflated bytes are discarded as they come."""
-    inflate = zlib.decompressobj()
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        f.read(8)  # the signature, which Pillow has read
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                return "truncated PNG: no IEND chunk"
-            length, kind = struct.unpack(">I4s", head)
-            name = kind.decode("latin-1")
-            if f.tell() + length + 4 > size:  # checked before reading: a damaged length may claim gigabytes
-                return f"truncated PNG: its {name} chunk is cut short"
-            data, crc = f.read(length), f.read(4)
-            if zlib.crc32(data, zlib.crc32(kind)) != struct.unpack(">I", crc)[0]:
-                return f"damaged PNG: its {name} chunk fails its CRC"
-            if kind == b"IEND":
-                break
-            if kind == b"IDAT" and not inflate.eof:
-                try:
-                    while not inflate.eof:  # until this chunk is consumed and no output is pending
-                        out = inflate.decompress(data, PNG_INFLATE_STEP)
-                        data = inflate.unconsumed_tail
-                        if not data and len(out) < PNG_INFLATE_STEP:
-                            break
-                except zlib.error as err:
-                    return f"damaged PNG: its pixel data does not inflate ({err})"
-    return None if inflate.eof else "damaged PNG: its pixel data ends early"
-
-
-def probe_image(path: str) -> tuple[str | None, bool]:
-    """(None, large) if the image decodes, else (the reason, False). `large`: more than Image.MAX_IMAGE_PIXELS
-    pixels; such an image is decoded (and counted); one over Pillow's hard limit (twice that) is unusable.
-
-    Every compressed byte is decoded, since damaged pixel data can sit behind intact headers and checksums:
-    `load()` after `draft` (JPEG: at 1/8 scale, which still entropy-decodes every byte, so truncated or damaged
-    scans are caught; other formats ignore `draft` and decode in full). A PNG's stream is checked first
-    (`png_problem`: chunk CRCs, IDAT inflated through its checksum), then decoded in full by Pillow, as
-    `load_image` decodes it. A pixel mode `to_rgb` cannot convert is unusable.
-    """
-    try:
-        with open_image(path) as img:
-            if not convertible(img.mode):
-                return f"unsupported image mode {img.mode}", False
-            large = is_large(img)
-            if img.format == "PNG":
-                reason = png_problem(path)
-                if reason:
-                    return f"cannot decode image ({reason})", False
-            img.draft("RGB", (64, 64))
-            img.load()
-    except Image.DecompressionBombError:
-        return too_large_reason(), False
-    except DECODE_ERRORS as err:  # a damaged or malformed file, reported with its reason
-        return f"cannot decode image ({type(err).__name__}: {err})", False
-    return None, large
-
-
-def probe_audio(path: str) -> tuple[str | None, bool]:
-    """(None, False) if every frame the audio file's header declares decodes, else (the reason, False).
-
-    The frames are read (in blocks, `modalities.read_audio`), not only the header: a truncated or damaged body
-    (a FLAC frame failing its checksum, a WAV shorter than its data chunk) is refused here, not at load time.
-    """
-    try:
-        read_audio(path, keep=False)
-    except DamagedAudio as err:
-        return str(err), False
-    except AUDIO_ERRORS as err:
-        return f"cannot decode audio ({type(err).__name__}: {err})", False
-    return None, False
-
-
-PROBES: dict[str, Probe] = {"image": probe_image, "audio": probe_audio}
-
 
 class CheckCache:
     """Files of one data root that passed a probe: {"image:/abs/path": [size, mtime_ns]} in a JSON file.
@@ -173,12 +87,19 @@ class CheckCache:
                 Path(tmp).unlink(missing_ok=True)
 
 
-def _problem(path: str, root: str, modality: str, allow_outside_root: bool,
+def _problem(path: str | bytes | Image.Image, root: str, modality: str, allow_outside_root: bool,
              cache: CheckCache) -> tuple[str | None, list[int] | None, bool]:
-    """(reason the file is unusable or None, [size, mtime_ns] when it was probed now and passed, large image)."""
+    """(reason the input is unusable or None, [size, mtime_ns] when a file was probed now and passed, large image).
+    An in-memory cell is probed as it is; a path outside `root` ('' for a DataFrame's rows: none) is unusable
+    unless allowed."""
+    if in_memory(path):
+        if isinstance(path, bytes) and not path:
+            return "empty bytes", None, False
+        reason, large = PROBES[modality](path)
+        return reason, None, large
     if not path:
         return "blank path", None, False
-    if not allow_outside_root and outside_root(path, root):
+    if not allow_outside_root and root and outside_root(path, root):
         return OUTSIDE_ROOT, None, False
     try:
         info = os.stat(path)
@@ -194,14 +115,24 @@ def _problem(path: str, root: str, modality: str, allow_outside_root: bool,
     return reason, (None if reason else [info.st_size, info.st_mtime_ns]), large
 
 
+def cell_key(value: object) -> object:
+    """What tells one input of a check apart: a path, or the identity of an in-memory cell (PIL images are not
+    hashable; the frames hold every cell for the whole check)."""
+    return value if isinstance(value, str) else ("memory", id(value))
+
+
 def _check_files(frames: list[pd.DataFrame], modality: str, workers: int, allow_outside_root: bool,
-                 cache_dir: str | None) -> dict[tuple[str, str], str | None]:
-    """{(path, root): reason or None} for every distinct path of `modality` in `frames`."""
-    pairs = list(dict.fromkeys(pair for f in frames for pair in zip(f[modality], f["root"])))
+                 cache_dir: str | None) -> dict[tuple[object, str], str | None]:
+    """{(cell_key, root): reason or None} for every distinct input of `modality` in `frames`."""
+    cells = {}
+    for f in frames:
+        for value, root in zip(f[modality], f["root"]):
+            cells.setdefault((cell_key(value), root), value)
+    pairs = list(cells)
     caches = {root: CheckCache(cache_dir, root) for root in {root for _, root in pairs}}
 
     def run(batch):
-        return [_problem(path, root, modality, allow_outside_root, caches[root]) for path, root in batch]
+        return [_problem(cells[pair], pair[1], modality, allow_outside_root, caches[pair[1]]) for pair in batch]
 
     batches = [pairs[i:i + BATCH] for i in range(0, len(pairs), BATCH)]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(batches)))) as pool:
@@ -210,6 +141,8 @@ def _check_files(frames: list[pd.DataFrame], modality: str, workers: int, allow_
     large = sum(result[2] for result in results)
     for (path, root), (reason, passed, _) in zip(pairs, results):
         problems[(path, root)] = reason
+        if not isinstance(path, str):
+            continue  # an in-memory cell: never cached
         key = f"{modality}:{path}"
         if passed:
             caches[root].passed[key] = passed
@@ -225,18 +158,19 @@ def _check_files(frames: list[pd.DataFrame], modality: str, workers: int, allow_
 
 
 def _raise_first(table: Table, reasons: dict, columns: Mapping[str, str]) -> None:
-    """error mode: one line naming the CSV, column, first lines and count of the first modality with problems."""
+    """error mode: one line naming the CSV (or DataFrame), column, first lines (rows) and count of the first
+    modality with problems."""
     for modality in table.modalities:
         bad = pd.concat([rows.assign(reason=reasons[s][modality])[reasons[s][modality].notna()]
                          for s, rows in table.splits.items() if s in reasons]).sort_values(["source", "line"])
         if bad.empty:
             continue
         first = bad.iloc[0]
-        shown = printable(first[modality], 200) if modality != "text" else ""
+        shown = describe_cell(first[modality], 200) if modality != "text" else ""
         raise CrossmodalError(
             f"{first['source']}: column '{printable(table.columns.get(modality, columns[modality]), 60)}': "
-            f"{describe_rows(bad[bad['source'] == first['source']])} with unusable {modality} input, e.g. line "
-            f"{first['line']}: {shown or '(blank)'}: {printable(first['reason'], 300)} "
+            f"{describe_rows(bad[bad['source'] == first['source']])} with unusable {modality} input, e.g. "
+            f"{where(first['source'], first['line'])}: {shown or '(blank)'}: {printable(first['reason'], 300)} "
             f"(fix the rows, or set data.on_missing=drop or zero)")
 
 
@@ -249,8 +183,8 @@ def check_inputs(table: Table, columns: Mapping[str, str], on_missing: str, work
     drop:  remove rows with any unusable input.
     zero:  keep them; column `has_<modality>` is False where the input is missing (the model masks it out);
            rows with no usable input at all are dropped.
-    A path outside the data root is unusable unless `allow_outside_root`. `cache_dir` (None = no cache) holds the
-    files that passed before.
+    A path outside the data root is unusable unless `allow_outside_root` (a DataFrame's rows have no root). `cache_dir`
+    (None = no cache) holds the files that passed before; in-memory cells are always checked.
     """
     if on_missing not in ON_MISSING:
         raise CrossmodalError(f"data.on_missing={on_missing}: use error, drop or zero")
@@ -263,7 +197,8 @@ def check_inputs(table: Table, columns: Mapping[str, str], on_missing: str, work
             continue
         problems = _check_files(list(frames.values()), modality, workers, allow_outside_root, cache_dir)
         for s, rows in frames.items():
-            reasons[s][modality] = pd.Series([problems[pair] for pair in zip(rows[modality], rows["root"])],
+            reasons[s][modality] = pd.Series([problems[(cell_key(value), root)]
+                                              for value, root in zip(rows[modality], rows["root"])],
                                              index=rows.index, dtype=object)
     if on_missing == "error":
         _raise_first(table, reasons, columns)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from crossmodal_cli.engine import distributed
 from crossmodal_cli.errors import CrossmodalError
@@ -73,6 +74,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CrossmodalError(f"{path}: checkpoint version {version} is newer than this crossmodal "
                               f"(reads up to {VERSION}); upgrade crossmodal")
     return state
+
+
+# keys added after checkpoint format 1: {dotted key: the value that reproduces the behaviour before the key existed}
+ADDED_KEYS = {"data.resize": "squash", "data.separator": ",", "trainer.feature_cache": False,
+              "trainer.cache_dir": "~/.cache/crossmodal/features", "data.cache": None,
+              "data.cache_dir": "~/.cache/crossmodal/preprocessed", "trainer.compile": False,
+              "trainer.channels_last": "auto", "trainer.tf32": True,
+              "data.allow_outside_root": False, "data.validation_cache": None,
+              "distill": {"teacher": None, "alpha": 0.5, "temperature": 2.0}}
+
+
+def stored_config(state: dict[str, Any]) -> dict[str, Any]:
+    """The run config a checkpoint stores (YAML text), as plain values, upgraded: the keys added since it was written
+    are set to the behaviour it had (`ADDED_KEYS`), so an old checkpoint rebuilds and resumes as it trained."""
+    config = yaml.safe_load(state["config"])
+    for key, value in ADDED_KEYS.items():
+        *parents, name = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node.setdefault(name, value)
+    return config
 
 
 def task_state(state: dict[str, Any]) -> dict[str, Any]:

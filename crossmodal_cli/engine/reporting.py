@@ -65,7 +65,7 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else ""
 
 
-def run_hparams(cfg) -> dict:
+def run_hparams(cfg) -> dict:  # cfg: settings.run.RunSettings
     """The values that tell the runs of a sweep apart, for TensorBoard's HParams tab: the chosen config of each
     group (by its class name), the optimisation settings and the seed."""
     name = lambda node: str(node.get("_target_", "")).rsplit(".", 1)[-1] if node is not None else "none"  # noqa: E731
@@ -76,7 +76,7 @@ def run_hparams(cfg) -> dict:
     for m in cfg.modalities or []:
         values[f"encoder/{m}"] = name(cfg.encoder[m])
     for key in ("batch_size", "max_epochs", "accumulate_grad_batches", "modality_dropout", "precision"):
-        values[f"trainer/{key}"] = cfg.trainer.get(key)
+        values[f"trainer/{key}"] = getattr(cfg.trainer, key)
     return {k: v for k, v in values.items() if v is not None}
 
 

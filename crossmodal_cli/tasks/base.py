@@ -122,6 +122,11 @@ class Task(ABC):
     def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
         """The task's columns of predictions.csv for the rows of `frame` (in the order of `outputs`)."""
 
+    def probabilities(self, outputs: torch.Tensor, index) -> pd.DataFrame:
+        """One column per class (named by the class), one row per output (the Python API's predict_proba); a
+        task without classes refuses in one line."""
+        raise CrossmodalError(f"predict_proba: {type(self).__name__} gives no class probabilities; use predict")
+
     def tune(self, outputs: torch.Tensor, targets: torch.Tensor) -> bool:
         """Adjust decoding on the validation split's outputs after training (multi-label: the threshold); True
         when the state changed (best.ckpt is then rewritten with it)."""

@@ -199,6 +199,9 @@ class Classification(Task):
         order = outputs.topk(k, dim=1).indices.tolist()
         return pd.DataFrame({f"top{j + 1}": [self.classes[row[j]] for row in order] for j in range(k)})
 
+    def probabilities(self, outputs: torch.Tensor, index) -> pd.DataFrame:
+        return pd.DataFrame(outputs.numpy(), columns=list(self.classes), index=index)
+
     def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
         """label, predicted (the most probable class), prob_CLASS per class."""
         predicted = [self.classes[i] for i in outputs.argmax(1).tolist()]

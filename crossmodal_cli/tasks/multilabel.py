@@ -152,6 +152,9 @@ class MultiLabel(Task):
         changed, self.threshold = best != self.threshold, best
         return changed
 
+    def probabilities(self, outputs: torch.Tensor, index) -> pd.DataFrame:
+        return pd.DataFrame(outputs.numpy(), columns=list(self.classes), index=index)
+
     def predictions(self, outputs: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
         """label, predicted (the labels at or above the threshold, joined by the separator), prob_LABEL each."""
         chosen = (outputs >= self.threshold).numpy()

@@ -5,7 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from crossmodal_cli.config.check import Range, check_value, conforms
-from crossmodal_cli.config.commands import validate_eval
+from crossmodal_cli.config.schema import validate_eval
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.train import check_config
@@ -151,8 +151,7 @@ def test_the_shipped_configs_pass(tmp_path):
 
 def test_modalities_without_brackets_is_one_modality():
     cfg = _compose("train", ["modalities=image"])
-    check_config(cfg)
-    assert list(cfg.modalities) == ["image"]
+    assert list(check_config(cfg).modalities) == ["image"]
 
 
 BAD_EVAL = [

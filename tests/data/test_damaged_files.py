@@ -25,7 +25,8 @@ from tests.conftest import write_dataset
 from crossmodal_cli.data.dataset import AudioSettings, TableDataset
 from crossmodal_cli.data.modalities import load_audio, load_image, upright
 from crossmodal_cli.data.preprocessed import cached_images
-from crossmodal_cli.data.table import load_table
+from crossmodal_cli.pipeline.labels import read_labelled
+from crossmodal_cli.tasks.classification import Classification
 from crossmodal_cli.data.validation import PROBES, check_inputs
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.paths import config_dir
@@ -137,8 +138,8 @@ def damage_row(csv: Path, kind: str, row: int) -> Path:
 
 
 def table_for(csv: Path, modalities=None):
-    return load_table(csv=str(csv), columns=COLUMNS, modalities=modalities, val_fraction=0.25, test_fraction=0.25,
-                      seed=0)
+    return read_labelled(Classification(), csv=str(csv), columns=COLUMNS, modalities=modalities, val_fraction=0.25,
+                         test_fraction=0.25, seed=0)
 
 
 @pytest.mark.parametrize("kind", DAMAGED)

@@ -5,13 +5,15 @@ import torch
 
 from crossmodal_cli.data.dataset import AudioSettings, Collate, EpochSampler, TableDataset, make_loader
 from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_json, train_wordpiece
-from crossmodal_cli.data.table import load_table
+from crossmodal_cli.pipeline.labels import read_labelled
+from crossmodal_cli.tasks.classification import Classification
 
 COLUMNS = {"image": "image_path", "text": "text", "audio": "audio_path", "label": "label", "split": "split"}
 
 
 def dataset(csv, train=True, augment=True, frame=None):
-    table = load_table(csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25, test_fraction=0.25, seed=0)
+    table = read_labelled(Classification(), csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25,
+                          test_fraction=0.25, seed=0)
     frame = table.splits["train"] if frame is None else frame
     return TableDataset(frame, table.modalities, 16, AudioSettings(8000, 0.25), train=train, augment=augment, seed=3)
 

@@ -13,8 +13,10 @@ from PIL import Image
 from tests.conftest import write_dataset
 from crossmodal_cli.data import modalities, validation
 from crossmodal_cli.data.modalities import load_image
-from crossmodal_cli.data.table import load_table
-from crossmodal_cli.data.validation import check_inputs, probe_image
+from crossmodal_cli.pipeline.labels import read_labelled
+from crossmodal_cli.tasks.classification import Classification
+from crossmodal_cli.data.probes import probe_image
+from crossmodal_cli.data.validation import check_inputs
 from crossmodal_cli.errors import CrossmodalError
 
 COLUMNS = {"image": "image_path", "text": "text", "audio": "audio_path", "label": "label", "split": "split"}
@@ -107,8 +109,8 @@ def test_check_inputs_counts_large_images_in_one_line_and_rejects_huge_ones(tmp_
     for i in (1, 2):
         Image.new("RGB", (40, 40)).save(tmp_path / "img" / f"{i}.png")
     Image.new("RGB", (50, 50)).save(tmp_path / "img" / "3.png")
-    table = load_table(csv=str(csv), columns=COLUMNS, modalities=["image", "text"], val_fraction=0.25,
-                       test_fraction=0.25, seed=0)
+    table = read_labelled(Classification(), csv=str(csv), columns=COLUMNS, modalities=["image", "text"],
+                          val_fraction=0.25, test_fraction=0.25, seed=0)
     with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="crossmodal_cli.data.validation"):
         warnings.simplefilter("error")
         with pytest.raises(CrossmodalError, match=r"column 'image_path': 1 row \(line 5\) with unusable image input, "

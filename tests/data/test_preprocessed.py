@@ -17,7 +17,8 @@ from crossmodal_cli.data.colours import write_colours
 from crossmodal_cli.data.dataset import AudioSettings, Collate, TableDataset, make_loader, tokenize_all
 from crossmodal_cli.data.modalities import load_image, train_wordpiece
 from crossmodal_cli.data.preprocessed import cached_images
-from crossmodal_cli.data.table import load_table
+from crossmodal_cli.pipeline.labels import read_labelled
+from crossmodal_cli.tasks.classification import Classification
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.train import train
 
@@ -25,8 +26,8 @@ COLUMNS = {"image": "image_path", "text": "text", "audio": "audio_path", "label"
 
 
 def split(csv: Path, modalities=("image", "text")):
-    return load_table(csv=str(csv), columns=COLUMNS, modalities=list(modalities), val_fraction=0.25,
-                      test_fraction=0.25, seed=0).splits["train"]
+    return read_labelled(Classification(), csv=str(csv), columns=COLUMNS, modalities=list(modalities),
+                         val_fraction=0.25, test_fraction=0.25, seed=0).splits["train"]
 
 
 def entries(cache: Path) -> list[str]:

@@ -5,22 +5,25 @@ import pandas as pd
 import pytest
 
 from tests.conftest import write_dataset
-from crossmodal_cli.data.table import load_table, stratified_split
+from crossmodal_cli.data.table import stratified_split
 from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.pipeline.labels import read_labelled
+from crossmodal_cli.tasks.classification import Classification
 
 COLUMNS = {"image": "image_path", "text": "text", "audio": "audio_path", "label": "label", "split": "split"}
 
 
-def load(csv, **kw):
+def load(csv, task=None, **kw):
     args = dict(csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25, test_fraction=0.25, seed=0)
     args.update(kw)
-    return load_table(**args)
+    return read_labelled(task if task is not None else Classification(), **args)
 
 
 def test_every_modality_with_a_column_is_used_and_paths_are_resolved_against_the_csv_folder(dataset_csv):
-    table = load(dataset_csv)
+    task = Classification()
+    table = load(dataset_csv, task)
     assert table.modalities == ["image", "text", "audio"]
-    assert table.classes == ["cat", "dog"]
+    assert task.classes == ["cat", "dog"]
     train = table.splits["train"]
     assert all(p.startswith(str(dataset_csv.parent)) for p in train["image"])
     assert set(train["target"]) == {0, 1}
@@ -50,7 +53,9 @@ def test_integer_labels_sort_numerically(tmp_path):
     frame = pd.read_csv(csv)
     frame["label"] = [str(v) for v in [10, 2, 1] * 4]
     frame.to_csv(csv, index=False)
-    assert load(csv, modalities=["text"]).classes == ["1", "2", "10"]
+    task = Classification()
+    load(csv, task, modalities=["text"])
+    assert task.classes == ["1", "2", "10"]
 
 
 def test_chosen_modalities_only(dataset_csv):
@@ -60,8 +65,9 @@ def test_chosen_modalities_only(dataset_csv):
 def test_custom_column_names(tmp_path):
     csv = write_dataset(tmp_path)
     pd.read_csv(csv).rename(columns={"text": "caption", "label": "y"}).to_csv(csv, index=False)
-    table = load(csv, columns={**COLUMNS, "text": "caption", "label": "y"})
-    assert "text" in table.modalities and table.classes == ["cat", "dog"]
+    task = Classification()
+    table = load(csv, task, columns={**COLUMNS, "text": "caption", "label": "y"})
+    assert "text" in table.modalities and task.classes == ["cat", "dog"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -176,9 +182,10 @@ def test_label_only_in_validation_is_dropped_and_counted_with_on_missing_drop(tm
                                               r"data.on_missing=drop"):
         load(csv)
     for mode in ("drop", "zero"):
-        table = load(csv, on_missing=mode)
+        task = Classification()
+        table = load(csv, task, on_missing=mode)
         assert table.report == {"val": {"unknown_label": 2}}
-        assert "bird" not in set(table.splits["val"]["label"]) and table.classes == ["cat", "dog"]
+        assert "bird" not in set(table.splits["val"]["label"]) and task.classes == ["cat", "dog"]
         assert len(table.splits["val"]) == (frame["split"] == "val").sum() - 2
 
 

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from crossmodal_cli.data.table import load_table
+from crossmodal_cli.pipeline.labels import read_labelled
+from crossmodal_cli.tasks.classification import Classification
 from crossmodal_cli.data.validation import check_inputs
 from crossmodal_cli.errors import CrossmodalError
 
@@ -125,12 +126,13 @@ def read_and_check(world: Path, content: bytes, rng: random.Random) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(content)
     try:
-        table = load_table(csv=str(csv_path), root=rng.choice([None, None, str(world / "data"), str(world),
-                                                                 str(world / "data" / "dir")]),
-                           columns=COLUMNS, modalities=rng.choice([None, None, ["image", "text"], ["text"], ["audio"]]),
-                           val_fraction=rng.choice([0.0, 0.2, 0.5]), test_fraction=0.2, seed=0, on_missing=on_missing,
-                           separator=rng.choice(["auto", "auto", "auto", ",", ";", "\t", "|"]),
-                           explicit=rng.choice([(), (), ("image",), ("label", "split")]))
+        table = read_labelled(
+            Classification(), csv=str(csv_path),
+            root=rng.choice([None, None, str(world / "data"), str(world), str(world / "data" / "dir")]),
+            columns=COLUMNS, modalities=rng.choice([None, None, ["image", "text"], ["text"], ["audio"]]),
+            val_fraction=rng.choice([0.0, 0.2, 0.5]), test_fraction=0.2, seed=0, on_missing=on_missing,
+            separator=rng.choice(["auto", "auto", "auto", ",", ";", "\t", "|"]),
+            explicit=rng.choice([(), (), ("image",), ("label", "split")]))
         check_inputs(table, COLUMNS, on_missing, workers=2, allow_outside_root=rng.random() < 0.3,
                      cache_dir=rng.choice([None, str(world / "cache")]))
         event("checked")

@@ -10,19 +10,27 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import write_dataset
-from crossmodal_cli.build import load_data
+from crossmodal_cli.pipeline.data import load_data
+from crossmodal_cli.settings import from_values
+from crossmodal_cli.settings.run import DataSettings
 from crossmodal_cli.data.csvfile import detect_separator
-from crossmodal_cli.data.table import load_table
 from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.pipeline.labels import read_labelled
+from crossmodal_cli.tasks.classification import Classification
 
 COLUMNS = {"image": "image_path", "text": "text", "audio": "audio_path", "label": "label", "split": "split"}
+
+
+def data_settings(data):
+    """The data group of a config, as the typed settings load_data reads."""
+    return from_values(DataSettings, OmegaConf.to_container(data, resolve=True))
 CONFIGS = Path(__file__).parents[2] / "configs" / "data"
 
 
-def load(csv, **kw):
+def load(csv, task=None, **kw):
     args = dict(csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25, test_fraction=0.25, seed=0)
     args.update(kw)
-    return load_table(**args)
+    return read_labelled(task if task is not None else Classification(), **args)
 
 
 def rewrite(csv: Path, change) -> None:
@@ -50,10 +58,10 @@ def test_load_data_treats_names_that_differ_from_csv_yaml_as_explicit(dataset_cs
     data = OmegaConf.load(CONFIGS / "csv.yaml")
     data.csv, data.validation_cache = str(dataset_csv), None
     data.columns.image = "file_path"
-    one_line_error(r"column 'file_path' \(data.columns.image\) not found; the CSV has columns", load_data, data,
-                   None, seed=0)
+    one_line_error(r"column 'file_path' \(data.columns.image\) not found; the CSV has columns", load_data,
+                   data_settings(data), None, seed=0)
     data.columns.image = "image_path"  # the default again: auto-detection as before
-    assert load_data(data, None, seed=0).modalities == ["image", "text", "audio"]
+    assert load_data(data_settings(data), None, seed=0).modalities == ["image", "text", "audio"]
 
 
 def test_a_named_column_that_differs_only_in_case_is_pointed_out(dataset_csv):
@@ -70,9 +78,10 @@ def test_a_named_split_column_must_exist(dataset_csv):
 def test_a_default_name_matches_a_header_that_differs_only_in_case(tmp_path, caplog):
     csv = write_dataset(tmp_path, n=12, with_split=True)
     rewrite(csv, lambda f: f.rename(columns={"image_path": "Image_Path", "label": "LABEL", "split": "Split"}))
-    with caplog.at_level(logging.INFO, logger="crossmodal_cli.data.table"):
-        table = load(csv)
-    assert table.modalities == ["image", "text", "audio"] and table.classes == ["cat", "dog"]
+    task = Classification()
+    with caplog.at_level(logging.INFO, logger="crossmodal_cli.data.columns"):
+        table = load(csv, task)
+    assert table.modalities == ["image", "text", "audio"] and task.classes == ["cat", "dog"]
     assert len(table.splits["test"]) == 2  # the split column was used, not a stratified split
     assert table.columns["image"] == "Image_Path"
     lines = [r.getMessage() for r in caplog.records if "the case differs" in r.getMessage()]
@@ -82,7 +91,9 @@ def test_a_default_name_matches_a_header_that_differs_only_in_case(tmp_path, cap
 
 def test_an_exact_match_wins_over_one_that_differs_in_case(dataset_csv):
     rewrite(dataset_csv, lambda f: f.assign(Label="x"))
-    assert load(dataset_csv).classes == ["cat", "dog"]
+    task = Classification()
+    load(dataset_csv, task)
+    assert task.classes == ["cat", "dog"]
 
 
 def test_two_headers_matching_a_default_name_when_case_is_ignored_are_an_error(dataset_csv):
@@ -117,13 +128,14 @@ def test_test_csv_with_a_split_column_csv_is_the_test_split(tmp_path, held_out, 
 
 
 def test_test_csv_with_a_stratified_csv_leaves_no_test_rows_in_it(dataset_csv, held_out, caplog):
+    task = Classification()
     with caplog.at_level(logging.INFO, logger="crossmodal_cli.data.table"):
-        table = load(dataset_csv, test_csv=str(held_out))
+        table = load(dataset_csv, task, test_csv=str(held_out))
     ours = pd.concat([table.splits["train"], table.splits["val"]])
     assert len(ours) == 12 and set(ours["source"]) == {str(dataset_csv.resolve())}
     assert len(table.splits["val"]) == 4  # val_fraction 0.25 of 6 per label; test_fraction unused
     assert "data.test_fraction unused" in caplog.text
-    evaluated = load(dataset_csv, test_csv=str(held_out), keep=["val"], classes=table.classes)
+    evaluated = load(dataset_csv, test_csv=str(held_out), keep=["val"], classes=task.classes)
     assert evaluated.splits["val"]["line"].tolist() == table.splits["val"]["line"].tolist()
 
 
@@ -151,18 +163,21 @@ def test_a_training_split_with_one_class_is_an_error(tmp_path, with_split, chang
 
 @pytest.mark.parametrize("separator, name", [(";", "semicolon"), ("\t", "tab"), ("|", "pipe")])
 def test_other_separators_are_detected_and_logged(dataset_csv, separator, name, caplog):
-    expected = load(dataset_csv)
+    expected_task, task = Classification(), Classification()
+    expected = load(dataset_csv, expected_task)
     frame = pd.read_csv(dataset_csv, dtype=str)
     frame.loc[0, "text"] = f"a caption{separator} with the separator, quoted"
     frame.to_csv(dataset_csv, index=False, sep=separator)
     with caplog.at_level(logging.INFO, logger="crossmodal_cli.data.csvfile"):
-        table = load(dataset_csv)
+        table = load(dataset_csv, task)
     assert f"cells are separated by {name}s (detected from the header" in caplog.text
-    assert table.classes == expected.classes and table.modalities == expected.modalities
+    assert task.classes == expected_task.classes and table.modalities == expected.modalities
     for split, rows in expected.splits.items():
         assert table.splits[split]["line"].tolist() == rows["line"].tolist()
     assert f"a caption{separator} with" in pd.concat(table.splits.values())["text"].tolist()[0]
-    assert load(dataset_csv, separator=separator).classes == ["cat", "dog"]
+    task = Classification()
+    load(dataset_csv, task, separator=separator)
+    assert task.classes == ["cat", "dog"]
 
 
 def test_line_numbers_stay_exact_with_semicolons(tmp_path):
@@ -204,7 +219,9 @@ def test_missing_value_labels_are_blank_labels(dataset_csv, label):
 @pytest.mark.parametrize("label", ["none", "na", "Nancy", "nil"])
 def test_words_that_only_look_missing_stay_classes(dataset_csv, label):
     rewrite(dataset_csv, lambda f: f.assign(label=[label if i % 2 else "dog" for i in range(len(f))]))
-    assert label in load(dataset_csv).classes
+    task = Classification()
+    load(dataset_csv, task)
+    assert label in task.classes
 
 
 # ---- 7. the settings in the first log lines ----------------------------------------------------------------------
@@ -216,7 +233,7 @@ def test_load_data_logs_the_effective_settings_first(dataset_csv, config, caplog
                            if config == "demo" else {})
     data.csv, data.validation_cache = str(dataset_csv), None
     with caplog.at_level(logging.INFO):
-        load_data(data, None, seed=0)
+        load_data(data_settings(data), None, seed=0)
     first, second = [r.getMessage() for r in caplog.records[:2]]
     assert first == f"data: csv={dataset_csv}; separator 'auto'; on_missing=error"
     size, length, rate, seconds = (32, 16, 8000, 0.5) if config == "demo" else ("(the encoder's)", 128, "(the encoder's)", 5.0)

@@ -11,17 +11,26 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.conftest import write_dataset
-from crossmodal_cli.build import load_data
+from crossmodal_cli.pipeline.data import load_data
+from crossmodal_cli.settings import from_values
+from crossmodal_cli.settings.run import DataSettings
 from crossmodal_cli.data import validation
-from crossmodal_cli.data.table import load_table
+from crossmodal_cli.pipeline.labels import read_labelled
+from crossmodal_cli.tasks.classification import Classification
 from crossmodal_cli.data.validation import check_inputs
 from crossmodal_cli.errors import CrossmodalError
 
 COLUMNS = {"image": "image_path", "text": "text", "audio": "audio_path", "label": "label", "split": "split"}
 
 
+def data_settings(data):
+    """The data group of a config, as the typed settings load_data reads."""
+    return from_values(DataSettings, OmegaConf.to_container(data, resolve=True))
+
+
 def table_for(csv):
-    return load_table(csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25, test_fraction=0.25, seed=0)
+    return read_labelled(Classification(), csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25,
+                         test_fraction=0.25, seed=0)
 
 
 def test_good_files_pass(dataset_csv):
@@ -124,21 +133,21 @@ def test_data_root_replaces_the_csv_folder(tmp_path):
     moved = tmp_path / "elsewhere" / "data.csv"
     moved.parent.mkdir()
     csv.rename(moved)
-    table = load_table(csv=str(moved), root=str(tmp_path / "ds"), columns=COLUMNS, modalities=None,
-                       val_fraction=0.25, test_fraction=0.25, seed=0)
+    table = read_labelled(Classification(), csv=str(moved), root=str(tmp_path / "ds"), columns=COLUMNS,
+                          modalities=None, val_fraction=0.25, test_fraction=0.25, seed=0)
     check_inputs(table, COLUMNS, "error")
     with pytest.raises(CrossmodalError, match="file not found"):
         check_inputs(table_for(moved), COLUMNS, "error")
 
 
-def test_unknown_labels_dropped_by_load_table_are_in_the_report(tmp_path):
+def test_unknown_labels_dropped_by_read_labelled_are_in_the_report(tmp_path):
     csv = write_dataset(tmp_path, n=12, with_split=True)
     frame = pd.read_csv(csv)
     frame.loc[frame.index[frame["split"] == "test"][:1], "label"] = "bird"
     frame.to_csv(csv, index=False)
     (tmp_path / "img" / "0.png").unlink()
-    table = load_table(csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25, test_fraction=0.25, seed=0,
-                       on_missing="drop")
+    table = read_labelled(Classification(), csv=str(csv), columns=COLUMNS, modalities=None, val_fraction=0.25,
+                          test_fraction=0.25, seed=0, on_missing="drop")
     report = check_inputs(table, COLUMNS, "drop")
     assert report == {"train": {"image": 1}, "val": {}, "test": {"unknown_label": 1}}
 
@@ -216,13 +225,13 @@ def test_csv_config_documents_the_new_keys_and_load_data_passes_them(dataset_csv
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert data.validation_cache == f"{tmp_path}/xdg/crossmodal/validation"
     data.csv = str(dataset_csv)
-    load_data(data, None, seed=0)
+    load_data(data_settings(data), None, seed=0)
     assert len(list((tmp_path / "xdg" / "crossmodal" / "validation").glob("*.json"))) == 1
     frame = pd.read_csv(dataset_csv)
     frame.loc[0, "image_path"] = "../outside.png"
     frame.to_csv(dataset_csv, index=False)
     Image.new("RGB", (4, 4)).save(tmp_path / "outside.png")
     with pytest.raises(CrossmodalError, match="outside data.root"):
-        load_data(data, None, seed=0)
+        load_data(data_settings(data), None, seed=0)
     data.allow_outside_root, data.validation_cache = True, None
-    load_data(data, None, seed=0)
+    load_data(data_settings(data), None, seed=0)

@@ -141,7 +141,7 @@ def test_cmeval_on_another_csv(trained, tmp_path):
 
 def test_checkpoint_holds_everything_to_rebuild_the_model(trained):
     state = torch.load(trained / "checkpoints/best.ckpt", weights_only=True)
-    assert state["classes"] == ["alpha", "beta", "gamma"] and state["modalities"] == ["image", "text", "audio"]
+    assert state["task"]["classes"] == ["alpha", "beta", "gamma"] and state["modalities"] == ["image", "text", "audio"]
     assert "fusion:" in state["config"] and json.loads(state["tokenizer"])["tokenizer"]
 
 

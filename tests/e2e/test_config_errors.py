@@ -74,9 +74,9 @@ def test_hydra_composition_errors_keep_hydras_message_and_exit_1(tmp_path):
 def test_ctrl_c_before_training_is_one_line_exit_130_and_leaves_nothing(tmp_path):
     """Ctrl-C while the files are being checked (simulated: load_data raises KeyboardInterrupt inside the real
     cmtrain entry point)."""
-    code = ("import sys, crossmodal_cli.train as t\n"
+    code = ("import sys, crossmodal_cli.train as t, crossmodal_cli.training as run\n"
             "def interrupted(*args, **kwargs):\n    raise KeyboardInterrupt\n"
-            "t.load_data = interrupted\nsys.argv = ['cmtrain', 'hydra.run.dir=run']\nt.main()\n")
+            "run.load_data = interrupted\nsys.argv = ['cmtrain', 'hydra.run.dir=run']\nt.main()\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert [line for line in proc.stderr.splitlines() if line.strip()] == [

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from crossmodal_cli.config.check import Target, check_target
-from crossmodal_cli.config.schema import EncodersSchema
+from crossmodal_cli.settings.run import EncoderSettings
 from crossmodal_cli.errors import CrossmodalError
 from yaml_encoders import build, yaml
 
@@ -64,7 +64,7 @@ def test_old_encoders_keep_their_parameter_names():
                                          ("audio", "hf")])
 def test_new_yamls_pass_the_start_up_checker(group, name, sources):
     """Their keys are parameters of the target (or keys the build reads), typed as the checker expects."""
-    target = next(m for m in typing.get_type_hints(EncodersSchema, include_extras=True)[group].__metadata__
+    target = next(m for m in typing.get_type_hints(EncoderSettings, include_extras=True)[group].__metadata__
                   if isinstance(m, Target))
     node = OmegaConf.to_container(yaml(group, name))
     if "pretrained" in node:

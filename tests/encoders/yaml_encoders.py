@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from crossmodal_cli.build import RUNTIME_SPEC_KEYS, encoder_node, instantiate_node
+from types import SimpleNamespace
+
+from crossmodal_cli.factory import RUNTIME_SPEC_KEYS, encoder_node, instantiate_node
 from crossmodal_cli.paths import config_dir
 
 
@@ -12,11 +14,12 @@ def yaml(group: str, name: str):
 
 
 def build(group: str, name: str, /, **values):
-    """configs/encoder/GROUP/NAME.yaml built as cmtrain builds it (build.encoder_node drops the keys the build reads
+    """configs/encoder/GROUP/NAME.yaml built as cmtrain builds it (factory.encoder_node drops the keys the build reads
     itself; user errors come out as one-line CrossmodalError). `values` override YAML keys; the others are run-time
     values (vocab_size, sample_rate, architecture, ...)."""
     node = yaml(group, name)
     runtime = {k: v for k, v in values.items() if k not in node or k in RUNTIME_SPEC_KEYS}
     node.merge_with({k: v for k, v in values.items() if k in node and k not in RUNTIME_SPEC_KEYS})
-    cfg = OmegaConf.create({"encoder": {group: node}, "data": {"image_size": None, "resize": None}})
+    cfg = SimpleNamespace(encoder={group: OmegaConf.to_container(node, resolve=True)},
+                          data=SimpleNamespace(image_size=None, resize=None))
     return instantiate_node(encoder_node(cfg, group)[0], f"encoder/{group}", **runtime)

@@ -15,7 +15,8 @@ import torch.multiprocessing as mp
 from crossmodal_cli.data.dataset import EpochSampler, make_loader
 from crossmodal_cli.engine import distributed
 from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint
-from crossmodal_cli.engine.loop import Trainer, evaluate
+from crossmodal_cli.engine.evaluation import evaluate
+from crossmodal_cli.engine.loop import Trainer
 from crossmodal_cli.engine.reporting import RunReporter
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.tasks.classification import Classification
@@ -116,8 +117,8 @@ def _trainer(folder, rank: int, world: int, nan_rows=frozenset()) -> Trainer:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     reporter = RunReporter(folder, tensorboard=False) if rank == 0 else distributed.Silent()
-    return Trainer(model, Classification.with_classes(2), train, val, optimizer, scheduler, s, reporter,
-                   Checkpointer(folder / "checkpoints", 0, {}))
+    return Trainer(model, Classification.with_classes(2), train, val, optimizer, scheduler, reporter=reporter,
+                   checkpointer=Checkpointer(folder / "checkpoints", 0, {}), **s)
 
 
 def _worker(rank: int, world: int, port: int, root, nan_rows) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from crossmodal_cli.data.dataset import make_loader
 from crossmodal_cli.engine.checkpoint import Checkpointer, load_checkpoint
-from crossmodal_cli.engine.loop import Trainer, TrainSettings
+from crossmodal_cli.engine.loop import Trainer
 from crossmodal_cli.engine.reporting import RunReporter
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.model import ModelOutput
@@ -49,26 +49,36 @@ class Toy(nn.Module):
         return ModelOutput(self.linear(inputs["x"]))
 
 
-def settings(**changes) -> TrainSettings:
-    values = dict(max_epochs=3, batch_size=8, accumulate_grad_batches=1, grad_clip=None, precision="fp32",
-                  device=torch.device("cpu"), monitor="val/accuracy", monitor_mode="max",
-                  early_stopping_patience=None, log_every_n_steps=1, checkpoint_every_n_steps=None, max_bad_steps=3,
-                  progress_bar=False)
+def settings(**changes) -> dict:
+    """The trainer settings of these tests (configs/trainer/default.yaml with the values below) and the resolved
+    device and precision: Trainer's keyword arguments."""
+    from omegaconf import OmegaConf
+
+    from crossmodal_cli.paths import config_dir
+    from crossmodal_cli.settings import from_values
+    from crossmodal_cli.settings.run import TrainerSettings
+
+    values = OmegaConf.to_container(OmegaConf.load(f"{config_dir()}/trainer/default.yaml"), resolve=True)
+    values.update(max_epochs=3, batch_size=8, accumulate_grad_batches=1, grad_clip=None, monitor="val/accuracy",
+                  monitor_mode="max", early_stopping_patience=None, log_every_n_steps=1,
+                  checkpoint_every_n_steps=None, max_bad_steps=3, progress_bar=False)
+    placement = {"device": changes.pop("device", torch.device("cpu")), "precision": changes.pop("precision", "fp32")}
     values.update(changes)
-    return TrainSettings(**values)
+    return {"settings": from_values(TrainerSettings, values), **placement}
 
 
 def make_trainer(tmp_path, dataset=None, model=None, lr=0.1, fused=False, **changes) -> Trainer:
     s = settings(**changes)
     dataset = dataset or Points()
-    train = make_loader(dataset, collate, batch_size=s.batch_size, shuffle=False, num_workers=0, seed=0,
+    train = make_loader(dataset, collate, batch_size=s["settings"].batch_size, shuffle=False, num_workers=0, seed=0,
                         pin_memory=False, drop_last=True)
     val = make_loader(Points(), collate, batch_size=16, shuffle=False, num_workers=0, seed=0, pin_memory=False)
     model = model or Toy()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, **({"fused": True} if fused else {}))
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    return Trainer(model, Classification.with_classes(2), train, val, optimizer, scheduler, s,
-                   RunReporter(tmp_path, tensorboard=False), Checkpointer(tmp_path / "checkpoints", 0, {}))
+    return Trainer(model, Classification.with_classes(2), train, val, optimizer, scheduler,
+                   reporter=RunReporter(tmp_path, tensorboard=False),
+                   checkpointer=Checkpointer(tmp_path / "checkpoints", 0, {}), **s)
 
 
 def test_it_learns_and_records_every_epoch(tmp_path):
@@ -120,7 +130,7 @@ def test_with_a_fused_optimizer_steps_are_skipped_on_the_device(tmp_path):
     the skip is counted at the next log point; the same weights as the synchronous path otherwise."""
     lazy = make_trainer(tmp_path / "lazy", dataset=Points(nan_rows={3}), max_epochs=1, fused=True,
                         log_every_n_steps=4)
-    assert lazy.lazy_skip and not make_trainer(tmp_path / "sync").lazy_skip
+    assert lazy.non_finite.on_device and not make_trainer(tmp_path / "sync").non_finite.on_device
     lazy.fit()
     assert lazy.progress.skipped_steps == 1 and lazy.progress.step == 8
     assert all(torch.isfinite(p).all() for p in lazy.model.parameters())
@@ -189,7 +199,7 @@ def test_speed_settings_keep_parameter_names_and_outputs():
     from crossmodal_cli.encoders.image import TinyCNN
     from crossmodal_cli.fusion.concat import ConcatFusion
     from crossmodal_cli.model import MultimodalModel
-    from crossmodal_cli.engine.speed import speed_settings
+    from crossmodal_cli.engine.runtime import speed_settings
 
     def build():
         torch.manual_seed(0)

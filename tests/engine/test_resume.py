@@ -118,7 +118,7 @@ def test_batch_size_changes_wait_for_an_epoch_end(batch, change, refused):
     from omegaconf import OmegaConf
 
     from crossmodal_cli.errors import CrossmodalError
-    from crossmodal_cli.train import _check_epoch_position
+    from crossmodal_cli.config.resume import check_epoch_position as _check_epoch_position
 
     before = {"batch_size": 16, "accumulate_grad_batches": 1, "drop_last": True, "max_epochs": 3}
     after = OmegaConf.create({**before, **change})

@@ -71,7 +71,7 @@ def test_a_non_finite_loss_is_skipped_on_the_device_and_counted_at_the_next_log_
     it, the skip is counted at the next log point, and no step waits for the host."""
     from crossmodal_cli.data.dataset import make_loader
     from crossmodal_cli.engine.checkpoint import Checkpointer
-    from crossmodal_cli.engine.loop import Trainer, TrainSettings
+    from crossmodal_cli.engine.loop import Trainer
     from crossmodal_cli.engine.reporting import RunReporter
     from crossmodal_cli.model import ModelOutput
     from crossmodal_cli.tasks.classification import Classification
@@ -104,22 +104,23 @@ def test_a_non_finite_loss_is_skipped_on_the_device_and_counted_at_the_next_log_
             return ModelOutput(self.linear(inputs["x"]))
 
     def trainer(folder: Path, bad: set[int], log_every: int) -> Trainer:
-        settings = TrainSettings(max_epochs=1, batch_size=8, accumulate_grad_batches=1, grad_clip=1.0,
-                                 precision="bf16", device=torch.device("cuda"), monitor="val/accuracy",
-                                 monitor_mode="max", early_stopping_patience=None, log_every_n_steps=log_every,
-                                 checkpoint_every_n_steps=None, max_bad_steps=3, progress_bar=False)
+        from tests.engine.test_loop import settings as loop_settings
+
+        placed = loop_settings(max_epochs=1, grad_clip=1.0, log_every_n_steps=log_every, precision="bf16",
+                               device=torch.device("cuda"))
         loader = make_loader(Rows(bad), collate, batch_size=8, shuffle=False, num_workers=0, seed=0,
                              pin_memory=True, drop_last=True)
         val = make_loader(Rows(set()), collate, batch_size=16, shuffle=False, num_workers=0, seed=0, pin_memory=True)
         model = Toy().cuda()
         optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        return Trainer(model, Classification.with_classes(2), loader, val, optimizer, scheduler, settings,
-                       RunReporter(folder, tensorboard=False), Checkpointer(folder / "checkpoints", 0, {}))
+        return Trainer(model, Classification.with_classes(2), loader, val, optimizer, scheduler,
+                       reporter=RunReporter(folder, tensorboard=False),
+                       checkpointer=Checkpointer(folder / "checkpoints", 0, {}), **placed)
 
     # the fourth batch (rows 24-31) holds a NaN row; logging every 5 steps, the skip is seen at step 5
     lazy = trainer(tmp_path / "lazy", {27}, log_every=5)
-    assert lazy.lazy_skip
+    assert lazy.non_finite.on_device
     seen = []
     lazy.reporter.scalars = lambda values, step: seen.append((step, lazy.progress.skipped_steps))
     lazy.fit()
@@ -129,7 +130,7 @@ def test_a_non_finite_loss_is_skipped_on_the_device_and_counted_at_the_next_log_
     # skipped in the kernel = not applied (AdamW's step count and moments untouched): the weights of the
     # synchronous path, which checks each loss on the host and never calls the optimizer for the bad batch
     synchronous = trainer(tmp_path / "sync", {27}, log_every=5)
-    synchronous.lazy_skip = False
+    synchronous.non_finite.on_device = False
     synchronous.fit()
     assert synchronous.progress.skipped_steps == 1
     for a, b in zip(lazy.model.parameters(), synchronous.model.parameters()):

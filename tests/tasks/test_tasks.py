@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from crossmodal_cli.data.table import load_table
+from crossmodal_cli.pipeline.labels import read_labelled
 from crossmodal_cli.engine.checkpoint import task_state
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.model import ModelOutput
@@ -111,10 +111,11 @@ def test_regression_splits_at_random_and_classification_by_label(dataset_csv):
     frame_ = pd.read_csv(dataset_csv)
     frame_["label"] = np.arange(len(frame_)) * 1.5
     frame_.to_csv(dataset_csv, index=False)
-    table = load_table(csv=str(dataset_csv), columns=COLUMNS, modalities=["text"], val_fraction=0.25,
-                       test_fraction=0.25, seed=0, task=Regression())
+    task = Regression()
+    table = read_labelled(task, csv=str(dataset_csv), columns=COLUMNS, modalities=["text"], val_fraction=0.25,
+                          test_fraction=0.25, seed=0)
     assert [len(table.splits[s]) for s in ("train", "val", "test")] == [6, 3, 3]
-    assert table.splits["train"]["target"].dtype == np.float32 and table.classes == []
+    assert table.splits["train"]["target"].dtype == np.float32 and list(getattr(task, "classes", [])) == []
 
 
 # ---- retrieval ---------------------------------------------------------------------------------------------------

@@ -1,95 +1,78 @@
-"""Schemas of the commands that read a checkpoint (cmeval, cmpredict) and their checks; the cmtrain schema and the
-shared value types are in `schema.py`."""
+"""The settings of the commands that read a checkpoint (cmeval, cmpredict): one frozen dataclass per config group
+of configs/eval.yaml and configs/predict.yaml (see `settings/run.py` for how they are checked and built)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Literal, Optional
 
-from omegaconf import DictConfig
-
-from crossmodal_cli.config.check import ABSENT, Rule, check_node
-from crossmodal_cli.config.schema import Device, NonNegativeInt, Path_, PositiveInt, Precision, Workers, plain
+from crossmodal_cli.settings.rules import Device, NonNegativeInt, Path_, PositiveInt, Precision, Rule, Workers
 
 # ---- cmeval ----------------------------------------------------------------------------------------------------
 
-@dataclass
-class EvalColumnsSchema:
+@dataclass(frozen=True)
+class EvalColumnsSettings:
     image: Optional[str] = None
     text: Optional[str] = None
     audio: Optional[str] = None
     label: Optional[str] = None
 
 
-@dataclass
-class EvalDataSchema:
+@dataclass(frozen=True)
+class EvalDataSettings:
     test_csv: Path_
     root: Path_
     allow_outside_root: Optional[bool]
-    columns: EvalColumnsSchema = ABSENT
+    columns: Optional[EvalColumnsSettings] = None
 
 
-@dataclass
-class EvalTrainerSchema:
+@dataclass(frozen=True)
+class CheckpointTrainerSettings:
     batch_size: Annotated[Optional[PositiveInt], "null = the training batch size"]
     device: Device
     precision: Precision
     num_workers: Workers
 
 
-@dataclass
-class EvalSchema:
+@dataclass(frozen=True)
+class EvalSettings:
     """configs/eval.yaml after composition."""
 
     ckpt: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a .ckpt file")]
     split: Literal["train", "val", "test"]
     importance: bool
-    data: EvalDataSchema
-    trainer: EvalTrainerSchema
+    data: EvalDataSettings
+    trainer: CheckpointTrainerSettings
 
 
 # ---- cmpredict -------------------------------------------------------------------------------------------------
 
-@dataclass
-class PredictColumnsSchema:
+@dataclass(frozen=True)
+class PredictColumnsSettings:
     image: Optional[str] = None
     text: Optional[str] = None
     audio: Optional[str] = None
 
 
-@dataclass
-class PredictDataSchema:
+@dataclass(frozen=True)
+class PredictDataSettings:
     csv: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a CSV file")]
     root: Path_
     allow_outside_root: Optional[bool]
     on_missing: Optional[Literal["error", "drop", "zero"]]
-    columns: PredictColumnsSchema = ABSENT
+    columns: Optional[PredictColumnsSettings] = None
 
 
-@dataclass
-class PredictOptionsSchema:
+@dataclass(frozen=True)
+class PredictOptionsSettings:
     top_k: NonNegativeInt
     embeddings: bool
 
 
-@dataclass
-class PredictSchema:
+@dataclass(frozen=True)
+class PredictSettings:
     """configs/predict.yaml after composition."""
 
     ckpt: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "", "a path to a .ckpt file")]
-    data: PredictDataSchema
-    predict: PredictOptionsSchema
-    trainer: EvalTrainerSchema
-
-
-def validate_predict(cfg: DictConfig) -> dict:
-    """Check a composed cmpredict config; return it as plain values."""
-    values = plain(cfg)
-    check_node("", values, PredictSchema)
-    return values
-
-
-def validate_eval(cfg: DictConfig) -> dict:
-    """Check a composed cmeval config; return it as plain values."""
-    values = plain(cfg)
-    check_node("", values, EvalSchema)
-    return values
+    data: PredictDataSettings
+    predict: PredictOptionsSettings
+    trainer: CheckpointTrainerSettings

@@ -1,0 +1,40 @@
+"""Typed, frozen settings: what the code below the entry points reads instead of a Hydra config.
+
+An entry point (cmtrain, cmeval, cmpredict, the Python API) composes the YAML configs, checks them once
+(`config/`), and calls `from_values` to turn the plain values into these dataclasses; nothing below it sees a
+`DictConfig`. `run.py` holds the training run's groups, `commands.py` those of cmeval and cmpredict, `rules.py`
+the annotations that say what each key may hold.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Mapping, TypeVar
+
+from crossmodal_cli.settings.rules import Target
+
+T = TypeVar("T")
+
+
+def from_values(cls: type[T], values: Mapping[str, Any]) -> T:
+    """The settings dataclass `cls` from checked plain values (nested groups become their dataclasses; instantiated
+    groups, marked `Target`, stay plain dicts). Keys the values leave out take the field's default."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    kwargs = {f.name: _convert(values[f.name], hints[f.name]) for f in dataclasses.fields(cls) if f.name in values}
+    return cls(**kwargs)
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    if value is None:
+        return None
+    meta = list(getattr(hint, "__metadata__", ()))
+    base = hint.__origin__ if meta else hint
+    nested = next((a for a in (base, *typing.get_args(base)) if dataclasses.is_dataclass(a)), None)
+    if nested is not None and isinstance(value, Mapping) and not any(isinstance(m, Target) for m in meta):
+        return from_values(nested, value)
+    return value
+
+
+def to_values(settings: Any) -> dict:
+    """Plain values (nested dicts and lists) of a settings dataclass: what a checkpoint stores as its config."""
+    return dataclasses.asdict(settings)

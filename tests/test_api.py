@@ -132,3 +132,16 @@ def test_importing_the_package_and_the_entry_points_imports_no_torch():
             "if m in sys.modules]; print(heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_mistyped_value_is_refused_before_torch_is_imported():
+    """cmtrain's start-up check answers a wrong plain value (trainer.*, data.*) before it imports any `_target_`."""
+    code = ("import sys\nfrom hydra import compose, initialize_config_dir\n"
+            "from crossmodal_cli.config.startup import check_train\nfrom crossmodal_cli.errors import CrossmodalError\n"
+            "from crossmodal_cli.paths import config_dir\n"
+            "with initialize_config_dir(config_dir=config_dir(), version_base='1.3'):\n"
+            "    cfg = compose('train', overrides=['trainer.max_epochs=0'])\n"
+            "try:\n    check_train(cfg)\nexcept CrossmodalError as err:\n    print(err)\n"
+            "print([m for m in ('torch', 'torchmetrics', 'transformers') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines() == ["trainer.max_epochs=0: must be a whole number >= 1", "[]"], proc.stderr[-2000:]

@@ -145,15 +145,26 @@ def check_node(prefix: str, node: Any, schema: type, *, partial: bool = False) -
         raise CrossmodalError(f"{prefix}={_fmt(node)}: must be a group of keys ({prefix}.KEY=VALUE)")
     hints = typing.get_type_hints(schema, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(schema)}
-    for name, value in node.items():
-        key = f"{prefix}.{name}" if prefix else str(name)
+    for name in node:
         if name not in fields:
+            key = f"{prefix}.{name}" if prefix else str(name)
             raise _unknown(key, str(name), list(fields), f"in {prefix or 'the top level'}")
-        check_field(key, value, hints[name], partial=partial)
+    # plain values first: an instantiated group imports its `_target_` (torch), a plain value answers at once
+    for name in sorted(node, key=lambda n: _imports(hints[n])):
+        check_field(f"{prefix}.{name}" if prefix else str(name), node[name], hints[name], partial=partial)
     if not partial:
         for name, f in fields.items():
             if name not in node and f.default is dataclasses.MISSING:
                 raise CrossmodalError(f"{prefix}.{name}: missing; add it to your config ({describe(hints[name])})")
+
+
+def _imports(hint: Any) -> bool:
+    """Whether checking a value of this type imports code: an instantiated group (Target), or a group holding one."""
+    base, meta = _split(hint)
+    if any(isinstance(m, Target) for m in meta):
+        return True
+    nested = next((a for a in (base, *typing.get_args(base)) if dataclasses.is_dataclass(a)), None)
+    return nested is not None and any(_imports(h) for h in typing.get_type_hints(nested, include_extras=True).values())
 
 
 def check_field(key: str, value: Any, hint: Any, *, partial: bool = False) -> None:

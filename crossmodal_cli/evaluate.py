@@ -78,7 +78,7 @@ def evaluate_checkpoint(settings: EvalSettings, run_dir: Path) -> dict:
     written = write_report(task.report(outputs.values, targets), run_dir, f"{split}, {ckpt.name}")
     result = {split: metrics, "checkpoint": str(ckpt.resolve()), "rows": len(frame)}
     lines = [f"{ckpt.resolve()} on {split} ({len(frame)} rows)", metrics_table({split: metrics})]
-    if settings.importance and task.fusion({}) is None and len(rebuilt.modalities) > 1:
+    if settings.importance and task.uses_fusion and len(rebuilt.modalities) > 1:
         written += _importance(predictor, loader, metrics, split, len(frame), run_dir, result, lines)
     write_json(run_dir / "metrics.json", result)
     lines.append("wrote " + ", ".join(p.name for p in [run_dir / "metrics.json", run_dir / "predictions.csv",

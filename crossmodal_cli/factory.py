@@ -17,8 +17,10 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 
+from crossmodal_cli.encoders import Encoder, require_encoder
 from crossmodal_cli.engine.checkpoint import stored_config, task_state
 from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.fusion import Fusion
 from crossmodal_cli.model import MultimodalModel, Transfer
 from crossmodal_cli.pipeline.inputs import audio_rate, image_input
 from crossmodal_cli.settings import from_values
@@ -87,7 +89,8 @@ def build_task(cfg: RunSettings, state: Mapping[str, Any] | None = None) -> Task
 
 def build_model(cfg: RunSettings, modalities: Sequence[str], task: Task, tokenizer,
                 architectures: Mapping[str, str | None] | None = None) -> MultimodalModel:
-    """Encoders for the chosen modalities, the fusion over their widths, the (fitted) task's head.
+    """Encoders for the chosen modalities, the fusion over their widths (none for a task that reads the encoders'
+    outputs itself: `Task.uses_fusion`), the (fitted) task's head.
 
     `architectures` ({modality: JSON text or None}, stored in a checkpoint) rebuild pretrained encoders without
     their original folders or weight files; the caller then loads the checkpoint's state dict."""
@@ -97,16 +100,29 @@ def build_model(cfg: RunSettings, modalities: Sequence[str], task: Task, tokeniz
         node, transfer[m] = encoder_node(cfg, m, rebuild=architectures is not None)
         stored = (architectures or {}).get(m)
         extra = {"architecture": json.loads(stored)} if stored else {}
-        encoders[m] = instantiate_node(node, f"encoder/{m}", **runtime[m], **extra)
+        encoders[m] = require_encoder(instantiate_node(node, f"encoder/{m}", **runtime[m], **extra), f"encoder/{m}",
+                                      node.get("_target_"))
     in_dims = {m: e.out_dim for m, e in encoders.items()}
-    fusion = task.fusion(in_dims) or instantiate_node(cfg.fusion, "fusion", in_dims=in_dims)
-    return MultimodalModel(encoders, fusion, task.head(fusion.out_dim), modality_dropout=cfg.trainer.modality_dropout,
-                           transfer=transfer)
+    if task.uses_fusion:
+        fusion = require_fusion(instantiate_node(cfg.fusion, "fusion", in_dims=in_dims), cfg.fusion.get("_target_"))
+        head = task.head(fusion.out_dim)
+    else:
+        fusion, head = None, task.head(in_dims)
+    return MultimodalModel(encoders, fusion, head, modality_dropout=cfg.trainer.modality_dropout, transfer=transfer)
+
+
+def require_fusion(fusion: Any, target: str | None) -> Fusion:
+    """`fusion` itself when it is a `Fusion` (fusion/__init__.py: the interface); otherwise one line saying what to
+    implement. A user's own fusion subclasses it as the built-in ones do."""
+    if not isinstance(fusion, Fusion):
+        raise CrossmodalError(f"fusion: {target} is not a crossmodal_cli.fusion.Fusion; subclass it (set out_dim, "
+                              f"write forward(encoded, present) -> [B, out_dim]; summary is optional)")
+    return fusion
 
 
 def architectures_of(model: MultimodalModel) -> dict[str, str | None]:
     """{modality: the encoder's architecture() as JSON text, or None}: stored in checkpoints."""
-    return {m: (json.dumps(arch) if (arch := getattr(e, "architecture", lambda: None)()) is not None else None)
+    return {m: (json.dumps(arch) if (arch := e.architecture()) is not None else None)
             for m, e in model.encoders.items()}
 
 
@@ -186,7 +202,7 @@ def _dry_build(node: Mapping[str, Any], where: str, **runtime: Any) -> Any:
     return None
 
 
-def _dry_forward_image(encoder: torch.nn.Module, cfg: RunSettings) -> None:
+def _dry_forward_image(encoder: Encoder, cfg: RunSettings) -> None:
     """One forward pass on the meta device (shapes only): an image size too small for the encoder's
     downsampling is one line now, not a traceback at the first training step."""
     size = image_input(cfg)[0]
@@ -211,9 +227,15 @@ def check_buildable(cfg: RunSettings, modalities: Sequence[str]) -> Task:
                "text": {"vocab_size": 8, "max_length": cfg.data.text.max_length, "pad_token_id": 0}}
     widths = {}
     for m in modalities:
-        encoder = _dry_build(encoder_node(cfg, m)[0], f"encoder/{m}", **runtime[m])
-        widths[m] = int(getattr(encoder, "out_dim", 8))
-        if m == "image" and encoder is not None:
+        node = encoder_node(cfg, m)[0]
+        encoder = _dry_build(node, f"encoder/{m}", **runtime[m])
+        if encoder is None:  # the meta device could not build it: a stand-in width, the real build judges it
+            widths[m] = 8
+            continue
+        widths[m] = int(require_encoder(encoder, f"encoder/{m}", node.get("_target_")).out_dim)
+        if m == "image":
             _dry_forward_image(encoder, cfg)
-    _dry_build(cfg.fusion, "fusion", in_dims=widths)
+    fusion = _dry_build(cfg.fusion, "fusion", in_dims=widths)
+    if fusion is not None:
+        require_fusion(fusion, cfg.fusion.get("_target_"))
     return build_task(cfg)

@@ -17,9 +17,9 @@ import itertools
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
-from torch import nn
 
 from crossmodal_cli.engine.evaluation import evaluate
+from crossmodal_cli.model import MultimodalModel
 
 
 class WithoutModalities:
@@ -47,7 +47,7 @@ def removals(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [s for s in sets if len(s) < len(modalities)]
 
 
-def modality_importance(model: nn.Module, loader, task, device: torch.device, precision: str,
+def modality_importance(model: MultimodalModel, loader, task, device: torch.device, precision: str,
                         modalities: Sequence[str], all_present: Mapping[str, float], *, split: str, rows: int,
                         modality_dropout: float) -> dict[str, Any]:
     """The report modality_importance.json holds (see the module docstring); `all_present` are the split's metrics
@@ -67,16 +67,17 @@ def modality_importance(model: nn.Module, loader, task, device: torch.device, pr
                        "trained with trainer.modality_dropout=0: the model never saw a modality missing, so a drop "
                        "also measures the shock of an unseen input pattern; train with e.g. "
                        "trainer.modality_dropout=0.3 for drops that measure only what each modality adds")}
-    fusion = getattr(model, "fusion", None)
-    if hasattr(fusion, "summary"):
-        report["fusion_weights"] = fusion.summary()
-    if hasattr(fusion, "last_gates"):
+    fusion = model.fusion
+    weights = fusion.summary() if fusion is not None else {}
+    if weights:
+        report["fusion_weights"] = weights
+    if fusion is not None and fusion.has_gates:
         report["mean_gates"] = mean_gates(model, loader, device, precision)
     return report
 
 
 @torch.no_grad()
-def mean_gates(model: nn.Module, loader, device: torch.device, precision: str) -> dict[str, float]:
+def mean_gates(model: MultimodalModel, loader, device: torch.device, precision: str) -> dict[str, float]:
     """{"gate/MODALITY": mean gate value over the split's rows} for a gated fusion (it keeps its last gates)."""
     from crossmodal_cli.engine.evaluation import to_device
     from crossmodal_cli.engine.runtime import autocast

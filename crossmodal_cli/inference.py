@@ -95,7 +95,8 @@ class Predictor:
 
 
 def _plain(fused: Any) -> torch.Tensor:
-    """The fused features as one tensor [B, D] (a dict of pooled outputs, for retrieval: concatenated)."""
+    """The fused features as one tensor [B, D]: a fusion's output (its `features` when it is a `Fused`), or, for a
+    model without fusion (retrieval), its {modality: pooled [B, D_m]} concatenated in sorted modality order."""
     if isinstance(fused, dict):
         return torch.cat([fused[k].float() for k in sorted(fused)], dim=-1)
     return getattr(fused, "features", fused)
@@ -131,12 +132,15 @@ def evaluate_split(predictor: Predictor, table: Table, split: str, progress_bar:
 
 
 def check_top_k(task, top_k: int, target: str) -> None:
-    """predict.top_k needs a task with labels to rank, and no more of them than it has."""
-    if top_k and not hasattr(task, "top_k"):
+    """predict.top_k needs a task with labels to rank (`Task.ranked_labels`), and no more of them than it has."""
+    if not top_k:
+        return
+    labels = task.ranked_labels()
+    if labels is None:
         raise CrossmodalError(f"predict.top_k={top_k}: only a classification checkpoint has labels to rank "
                               f"(this one: {target})")
-    if top_k and top_k > len(task.classes):
-        raise CrossmodalError(f"predict.top_k={top_k}: the checkpoint has {len(task.classes)} classes")
+    if top_k > len(labels):
+        raise CrossmodalError(f"predict.top_k={top_k}: the checkpoint has {len(labels)} classes")
 
 
 def rows_for(predictor: Predictor, data: Any, *, labels_needed: bool, columns: Any = None, root: str | None = None,

@@ -1,5 +1,8 @@
 """MultimodalModel: one encoder per modality, a fusion, a task head: `encode()`, `fuse()`, `head_outputs()`.
 
+A task that works on the encoders' pooled outputs itself (retrieval's two towers) builds it with `fusion=None`:
+`fuse()` then gives {modality: pooled [B, D_m]} to the head.
+
 The split lets a frozen encoder's outputs be computed once and cached (`features.py`): with `from_features`, the
 batch holds `Encoded` fields instead of raw inputs and `forward` skips the encoders.
 """
@@ -7,15 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from crossmodal_cli.encoders import Encoded
-from crossmodal_cli.fusion import Fused
+from crossmodal_cli.encoders import Encoded, Encoder
+from crossmodal_cli.fusion import Fused, Fusion
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +44,25 @@ class Transfer:
     layer_decay: float = 1.0
 
 
-class MultimodalModel(nn.Module):
+class EpochScheduled(ABC):
+    """A model whose set-up follows the epoch (gradual unfreezing of encoders): the training loop calls
+    `set_epoch(epoch)` at the start of every epoch of a model that declares this; any other module has none."""
+
+    @abstractmethod
+    def set_epoch(self, epoch: int) -> object:
+        """Apply the schedule for `epoch` (1-based)."""
+
+
+class MultimodalModel(nn.Module, EpochScheduled):
     """inputs {modality: tensor or dict of tensors}, present {modality: bool [B]} -> ModelOutput.
 
-    Encoders map each modality to an Encoded; the fusion combines them into [B, fusion.out_dim]; the head maps
-    that to the task's outputs. During training, `modality_dropout` hides each modality of each sample with that
+    Encoders map each modality to an Encoded; the fusion combines them into [B, fusion.out_dim] (no fusion: the
+    pooled outputs {modality: [B, D_m]} go on as they are); the head maps that to the task's outputs. During training, `modality_dropout` hides each modality of each sample with that
     probability (never all of a sample's modalities), so the model learns to cope with missing inputs. Frozen
     encoders stay in eval mode (BatchNorm statistics untouched) and run under `torch.no_grad`.
     """
 
-    def __init__(self, encoders: Mapping[str, nn.Module], fusion: nn.Module, head: nn.Module,
+    def __init__(self, encoders: Mapping[str, Encoder], fusion: Fusion | None, head: nn.Module,
                  modality_dropout: float = 0.0, transfer: Mapping[str, Transfer] | None = None):
         super().__init__()
         self.encoders = nn.ModuleDict(dict(encoders))
@@ -67,7 +79,7 @@ class MultimodalModel(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         """{"total", "encoder/MODALITY", "fusion", "head"}: parameter counts, for logs and metrics.json."""
         counts = {f"encoder/{m}": _count(e) for m, e in self.encoders.items()}
-        counts.update(fusion=_count(self.fusion), head=_count(self.head))
+        counts.update(fusion=_count(self.fusion) if self.fusion is not None else 0, head=_count(self.head))
         return {"total": _count(self), **counts}
 
     # ---- transfer learning -----------------------------------------------------------------------------------
@@ -102,11 +114,12 @@ class MultimodalModel(nn.Module):
         groups = []
         for m, encoder in self.encoders.items():
             policy = self.transfer[m]
-            layers = encoder.layer_groups() if hasattr(encoder, "layer_groups") else [list(encoder.parameters())]
+            layers = encoder.layer_groups()
             for depth, params in enumerate(reversed(layers)):
                 groups.append({"params": params, "lr_scale": policy.lr_scale * policy.layer_decay ** depth,
                                "name": f"encoder/{m}/{len(layers) - 1 - depth}"})
-        groups.append({"params": [*self.fusion.parameters(), *self.head.parameters()], "lr_scale": 1.0,
+        fusion = list(self.fusion.parameters()) if self.fusion is not None else []
+        groups.append({"params": [*fusion, *self.head.parameters()], "lr_scale": 1.0,
                        "name": "fusion+head"})
         return groups
 
@@ -124,14 +137,17 @@ class MultimodalModel(nn.Module):
         return encoded
 
     def fuse(self, encoded: Mapping[str, Encoded],
-             present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor | Fused:
+             present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor | Fused | dict[str, torch.Tensor]:
         """Modality dropout (training), then the fusion: the fused features [B, D] (a `Fused` when the fusion also
-        has per-modality features), what the task's head reads and what cmpredict's embeddings keep."""
+        has per-modality features; {modality: pooled [B, D_m]} for a model without fusion), what the task's head
+        reads and what cmpredict's embeddings keep."""
         if self.training and self.modality_dropout > 0 and len(self.encoders) > 1:
             if present is None:
                 first = next(iter(encoded.values())).pooled
                 present = {m: torch.ones(first.shape[0], dtype=torch.bool, device=first.device) for m in self.encoders}
             present = self._drop_modalities(dict(present))
+        if self.fusion is None:
+            return {m: e.pooled for m, e in encoded.items()}
         return self.fusion(encoded, present)
 
     def head_outputs(self, fused: torch.Tensor | Fused) -> ModelOutput:

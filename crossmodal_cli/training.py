@@ -142,8 +142,9 @@ def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, p
     results["best_epoch"] = progress.best_epoch
     results["skipped_steps"] = progress.skipped_steps
     results["parameters"] = model.parameter_counts()
-    if hasattr(model.fusion, "summary"):  # learned modality weights and similar, for the report
-        results["fusion"] = model.fusion.summary()
+    summary = model.fusion.summary() if model.fusion is not None else {}
+    if summary:  # learned modality weights and similar, for the report
+        results["fusion"] = summary
         log.info("fusion: %s", ", ".join(f"{k} {v:.3f}" for k, v in results["fusion"].items()))
     if distributed.is_main():
         write_json(run_dir / "metrics.json", results)

@@ -81,3 +81,21 @@ def test_a_checkpoint_from_before_the_redesign_resumes_bit_for_bit_and_evaluates
         eval_cfg = compose("eval", overrides=[f"ckpt={run / 'checkpoints/best.ckpt'}", "trainer.num_workers=0"])
     (tmp_path / "ev").mkdir()
     assert evaluate(eval_cfg, tmp_path / "ev") == expected["test"]
+
+
+def test_resuming_with_a_length_whose_schedule_has_another_shape_is_one_line(tmp_path):
+    """A 1-epoch run has no warm-up phase (clipped to 20 % of 6 steps: 0); with trainer.max_epochs=2 the schedule
+    gains one, so the stored schedule state cannot be loaded: one line, not a KeyError from torch."""
+    from crossmodal_cli.config.resume import resumed_config
+    from crossmodal_cli.errors import CrossmodalError
+
+    csv = write_dataset(tmp_path / "ds", n=24, with_split=True)
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["data=csv", f"data.csv={csv}", "data.image_size=32", "trainer.max_epochs=1",
+                                          "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress_bar=false",
+                                          "data.text.max_length=16", "data.audio.sample_rate=8000",
+                                          "data.audio.seconds=0.5", "modalities=[image,text]"])
+    train(cfg, tmp_path / "run")
+    stored, state = resumed_config(str(tmp_path / "run"), ["trainer.max_epochs=2"])
+    with pytest.raises(CrossmodalError, match=r"^trainer.max_epochs=2: the learning-rate schedule of this run"):
+        train(stored, tmp_path / "run", resume=state)

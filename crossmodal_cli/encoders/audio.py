@@ -10,7 +10,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from crossmodal_cli.encoders import Encoded, stem_blocks_rest
+from crossmodal_cli.encoders.base import Encoded, Encoder, stem_blocks_rest
 from crossmodal_cli.encoders.weights import (config_dict, first_line, hf_blocks, hf_config, hf_folder, hf_model,
                                              plain)
 from crossmodal_cli.errors import CrossmodalError
@@ -20,7 +20,7 @@ WAVEFORM_MODEL_TYPES = ("wav2vec2", "wav2vec2-conformer", "hubert", "wavlm", "da
                         "unispeech-sat", "sew", "sew-d")
 
 
-class MelCNN(nn.Module):
+class MelCNN(Encoder):
     """Log-mel spectrogram (fp32, on the model's device, batched) followed by Conv-BN-ReLU blocks.
 
     Each block halves time and frequency; the frequency axis is averaged out at the end, giving time tokens.
@@ -54,12 +54,8 @@ class MelCNN(nn.Module):
         blocks = [list(self.body[i:i + 4].parameters()) for i in range(0, len(self.body), 4)]
         return [list(self.norm.parameters()), *blocks]
 
-    def architecture(self) -> dict | None:
-        """None: the YAML and the run-time values rebuild it."""
-        return None
 
-
-class HFAudio(nn.Module):
+class HFAudio(Encoder):
     """A pretrained Hugging Face waveform model (wav2vec2, HuBERT, WavLM, data2vec-audio, …) from a local folder.
 
     `AutoModel` + `AutoFeatureExtractor` with `local_files_only=True`. The feature extractor's normalisation

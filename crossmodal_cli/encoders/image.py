@@ -12,7 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-from crossmodal_cli.encoders import Encoded, stem_blocks_rest
+from crossmodal_cli.encoders.base import Encoded, Encoder, stem_blocks_rest
 from crossmodal_cli.encoders.weights import load_state, read_state_dict
 from crossmodal_cli.errors import CrossmodalError
 
@@ -34,7 +34,7 @@ def _grid_to_encoded(features: torch.Tensor) -> Encoded:
     return Encoded(pooled=tokens.mean(dim=1), tokens=tokens)
 
 
-class TinyCNN(nn.Module):
+class TinyCNN(Encoder):
     """Conv-BN-ReLU blocks, each halving the resolution; for CPU runs and tests."""
 
     def __init__(self, channels: Sequence[int], mean: Sequence[float], std: Sequence[float]):
@@ -55,12 +55,8 @@ class TinyCNN(nn.Module):
         """One group per conv block (conv + batch norm), input to output."""
         return [list(self.body[i:i + 4].parameters()) for i in range(0, len(self.body), 4)]
 
-    def architecture(self) -> dict | None:
-        """None: the YAML rebuilds it."""
-        return None
 
-
-class ResNet(nn.Module):
+class ResNet(Encoder):
     """A torchvision ResNet trunk (random init) without its pooling and classifier."""
 
     def __init__(self, arch: str, mean: Sequence[float], std: Sequence[float]):
@@ -79,10 +75,6 @@ class ResNet(nn.Module):
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """[stem conv + bn, layer1, layer2, layer3, layer4]."""
         return stem_blocks_rest(self, self.body[4:])
-
-    def architecture(self) -> dict | None:
-        """None: the YAML rebuilds it."""
-        return None
 
 
 # ---- pretrained trunks from a local weights file ----------------------------------------------------------------
@@ -118,7 +110,7 @@ def _check_input_spec(image_size: int, resize: str) -> None:
         raise CrossmodalError(f"encoder.image.image_size={image_size}: must be >= 16 pixels")
 
 
-class TorchvisionImage(nn.Module):
+class TorchvisionImage(Encoder):
     """A torchvision classification model (`torchvision.models.get_model(name)`) without its classifier layer.
 
     pooled = what the classifier layer saw [B, D]; tokens = the last feature map's positions [B, h*w, D] (CNNs),
@@ -168,10 +160,6 @@ class TorchvisionImage(nn.Module):
             [self.model.get_submodule(path) for path in spec]
         return stem_blocks_rest(self, blocks)
 
-    def architecture(self) -> dict | None:
-        """None: `name` rebuilds the architecture."""
-        return None
-
 
 def _check_vit_size(state: dict[str, torch.Tensor], net: nn.Module, image_size: int, patch: int) -> None:
     """A ViT's position embeddings fix the image size its weights take: one line when image_size differs."""
@@ -197,7 +185,7 @@ def _torchvision_family(name: str) -> tuple:
                           f"{supported}); encoder/image=timm may have it")
 
 
-class TimmImage(nn.Module):
+class TimmImage(Encoder):
     """A timm model (`timm.create_model(name, num_classes=0)`: no classifier), timm being an optional extra.
 
     pooled = `forward_head(pre_logits=True)` [B, D]; tokens = `forward_features` as [B, T, D] (a CNN's grid
@@ -254,7 +242,3 @@ class TimmImage(nn.Module):
             return stem_blocks_rest(self, self.model.children())
         params = dict(self.model.named_parameters())
         return [[params[n] for n in groups[i]] for i in sorted(groups) if groups[i]]
-
-    def architecture(self) -> dict | None:
-        """None: `name` rebuilds the architecture."""
-        return None

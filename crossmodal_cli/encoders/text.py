@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from crossmodal_cli.encoders import Encoded, stem_blocks_rest
+from crossmodal_cli.encoders.base import Encoded, Encoder, stem_blocks_rest
 from crossmodal_cli.encoders.weights import config_dict, hf_blocks, hf_config, hf_folder, hf_model
 from crossmodal_cli.errors import CrossmodalError
 
@@ -30,7 +30,7 @@ def _check_pooling(pooling: str) -> None:
         raise CrossmodalError(f"encoder.text.pooling={pooling}: use mean or cls")
 
 
-class BertText(nn.Module):
+class BertText(Encoder):
     """A BERT built from a config (random init); `vocab_size` and `max_length` come from the tokenizer at run time."""
 
     def __init__(self, *, vocab_size: int, max_length: int, hidden_size: int, num_layers: int, num_heads: int,
@@ -56,12 +56,8 @@ class BertText(nn.Module):
         """[embeddings, layer 1, …, layer n]."""
         return stem_blocks_rest(self, self.bert.encoder.layer)
 
-    def architecture(self) -> dict | None:
-        """None: the YAML and the run-time values rebuild it."""
-        return None
 
-
-class HFText(nn.Module):
+class HFText(Encoder):
     """A pretrained Hugging Face text encoder (BERT, RoBERTa, DeBERTa, MiniLM, E5, BGE, …) from a local folder.
 
     `AutoConfig` + `AutoModel` with `local_files_only=True`; the tokenizer is the folder's own, loaded by the

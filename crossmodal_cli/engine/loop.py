@@ -26,6 +26,7 @@ from crossmodal_cli.engine.nonfinite import NonFinite
 from crossmodal_cli.engine.reporting import RunReporter
 from crossmodal_cli.engine.runtime import autocast
 from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.model import EpochScheduled
 from crossmodal_cli.settings.run import TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def _out_of_memory_is_one_line(s: TrainerSettings):
 class Trainer:
     """Owns the objects of one training run; `fit()` runs it from `progress` to the end.
 
+    `model` is any nn.Module; one that declares an epoch schedule (subclasses `model.EpochScheduled`, as
+    MultimodalModel does) gets `set_epoch(epoch)` at the start of every epoch, any other none.
     `s` is the trainer config group as it is (configs/trainer/*.yaml); `device` and `precision` are resolved.
     `find_unused_parameters` (torchrun): DDP registers frozen parameters that unfreeze later."""
 
@@ -108,7 +111,13 @@ class Trainer:
         """Restore everything but the RNG (restored by the caller, last, after building the loaders)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        try:
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, IndexError) as err:  # another structure: e.g. warm-up phases differ
+            raise CrossmodalError(
+                f"trainer.max_epochs={self.s.max_epochs}: the learning-rate schedule of this run was built for "
+                f"another length and its state does not fit the new one ({type(err).__name__}: {err}); resume "
+                f"with the run's own trainer.max_epochs, or start a new run") from None
         self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
 
@@ -166,7 +175,7 @@ class Trainer:
         rows = len(self.train_loader.dataset)
         batches = rows // s.batch_size if self.train_loader.drop_last else -(-rows // s.batch_size)
         self.train_loader.sampler.set_epoch(p.epoch, start=p.batch * s.batch_size)
-        if hasattr(self.model, "set_epoch"):  # e.g. gradual unfreezing of encoders
+        if isinstance(self.model, EpochScheduled):  # a model with an epoch schedule (gradual unfreezing)
             self.model.set_epoch(p.epoch)
         self.model.train()
         started = time.perf_counter() - p.seconds

@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.fusion import Fusion
 from crossmodal_cli.fusion.parts import TokenProjection
 
 
-class AttentionFusion(nn.Module):
+class AttentionFusion(Fusion):
     def __init__(self, in_dims: Mapping[str, int], width: int, depth: int, heads: int, dropout: float,
                  max_tokens: int):
         super().__init__()

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from crossmodal_cli.encoders import Encoded
-from crossmodal_cli.fusion import presence
+from crossmodal_cli.fusion import Fusion, presence
 from crossmodal_cli.fusion.parts import projections
 
 
-class BilinearFusion(nn.Module):
+class BilinearFusion(Fusion):
     def __init__(self, in_dims: Mapping[str, int], proj_dim: int, hidden_dim: int, rank: int, dropout: float):
         super().__init__()
         self.modalities = sorted(in_dims)

@@ -28,11 +28,11 @@ from torch import nn
 from crossmodal_cli.data.table import MODALITIES
 from crossmodal_cli.encoders import Encoded
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.fusion import presence
+from crossmodal_cli.fusion import Fusion, presence
 from crossmodal_cli.fusion.parts import mlp, projections
 
 
-class CascadeFusion(nn.Module):
+class CascadeFusion(Fusion):
     def __init__(self, in_dims: Mapping[str, int], order: Sequence[str], proj_dim: int, hidden_dim: int,
                  dropout: float):
         super().__init__()

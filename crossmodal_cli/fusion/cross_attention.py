@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.fusion import Fusion
 from crossmodal_cli.fusion.parts import TokenProjection, masked_mean, mlp
 
 
@@ -39,7 +40,7 @@ class CrossBlock(nn.Module):
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
-class CrossAttentionFusion(nn.Module):
+class CrossAttentionFusion(Fusion):
     def __init__(self, in_dims: Mapping[str, int], width: int, heads: int, layers: int, dropout: float,
                  max_tokens: int, hidden_dim: int):
         super().__init__()

@@ -15,10 +15,13 @@ import torch
 from torch import nn
 
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.fusion import Fusion
 from crossmodal_cli.fusion.parts import keep_matrix, masked_softmax, mlp, projections
 
 
-class GatedFusion(nn.Module):
+class GatedFusion(Fusion):
+    has_gates = True  # keeps last_gates at each forward
+
     def __init__(self, in_dims: Mapping[str, int], proj_dim: int, hidden_dim: int, dropout: float):
         super().__init__()
         self.modalities = sorted(in_dims)

@@ -17,11 +17,11 @@ from torch import nn
 
 from crossmodal_cli.encoders import Encoded
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.fusion import Fused
+from crossmodal_cli.fusion import Fused, Fusion
 from crossmodal_cli.fusion.parts import ModalityWeights, keep_matrix, mlp, projections
 
 
-class LateFusion(nn.Module):
+class LateFusion(Fusion):
     def __init__(self, in_dims: Mapping[str, int], proj_dim: int, hidden_dim: int, dropout: float, combine: str,
                  aux_loss_weight: float):
         super().__init__()

@@ -12,7 +12,7 @@ from torch import nn
 
 from crossmodal_cli.encoders import Encoded
 from crossmodal_cli.errors import CrossmodalError
-from crossmodal_cli.fusion import presence
+from crossmodal_cli.fusion import Fusion, presence
 
 
 def projections(in_dims: Mapping[str, int], dim: int) -> nn.ModuleDict:
@@ -31,7 +31,7 @@ def keep_matrix(present: Mapping[str, torch.Tensor] | None, modalities: Sequence
     return torch.cat([presence(present, m, like) for m in modalities], dim=1).bool()
 
 
-class PooledFusion(nn.Module):
+class PooledFusion(Fusion):
     """Base of the fusions that project each modality's pooled vector and end in an MLP (concat, sum, weighted,
     product): sets modalities (sorted), proj {modality: [B, D_m] -> [B, proj_dim]}, mlp [B, mlp_in] ->
     [B, hidden_dim] (mlp_in defaults to proj_dim) and out_dim. Subclasses write forward()."""

@@ -5,10 +5,13 @@ A task (one module here, one YAML under configs/task/) owns:
   * how labels become targets (`fit` on the training split builds the state it needs: a class vocabulary, the
     target mean/std, ...; `targets` turns one split's labels into a `target` column), and that state in the
     checkpoint (`state` / `load_state`);
+  * whether the configured fusion combines the encoders (`uses_fusion`; False: the head reads the encoders' pooled
+    outputs itself, as retrieval's two towers do);
   * its head (`head`: fusion output [B, D] -> what `losses` reads), `losses(out, target) -> {name: tensor}` (the
     loop sums them), its metric collections (`metrics(full=False)`: the cheap per-epoch set; `full=True`: the end
     of a run and cmeval), how outputs become a predictions table (`outputs`, `predictions`), its default monitored
-    metric and whether higher is better (`monitor`, `higher_is_better`).
+    metric and whether higher is better (`monitor`, `higher_is_better`), and the labels cmpredict's
+    predict.top_k ranks, for tasks that have them (`ranked_labels`, `top_k`).
 
 The loop only moves batches, sums `losses`, steps and calls `update` on the metrics. Targets reach the batch as
 `batch["target"]`, stacked by `data.collate.collate_targets` from each row's value in the split frame's `target` column (an int,
@@ -37,6 +40,9 @@ class Task(ABC):
 
     #: the metric (without "val/") that picks best.ckpt when trainer.monitor is null
     monitor: str = "loss"
+    #: True: the configured fusion combines the encoders and `head` takes its out_dim; False: the model has no
+    #: fusion, `head` takes {modality: width} and reads {modality: pooled [B, D_m]}
+    uses_fusion: bool = True
 
     # ---- labels and targets ------------------------------------------------------------------------------------
 
@@ -83,13 +89,10 @@ class Task(ABC):
         """The modalities the task works on, given `modalities=` (None: every one with a column)."""
         return requested
 
-    def fusion(self, in_dims: Mapping[str, int]) -> nn.Module | None:
-        """None: the configured fusion combines the encoders (most tasks); a module here replaces it."""
-        return None
-
     @abstractmethod
     def head(self, in_dim: int) -> nn.Module:
-        """The fusion output [B, in_dim] (or what `fusion()` returns) -> what `losses` and `outputs` read."""
+        """The fusion output [B, in_dim] -> what `losses` and `outputs` read (with `uses_fusion` False: in_dim
+        is {modality: width} and the head reads {modality: pooled [B, D_m]})."""
 
     @abstractmethod
     def losses(self, out, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -126,6 +129,15 @@ class Task(ABC):
         """One column per class (named by the class), one row per output (the Python API's predict_proba); a
         task without classes refuses in one line."""
         raise CrossmodalError(f"predict_proba: {type(self).__name__} gives no class probabilities; use predict")
+
+    def ranked_labels(self) -> list[str] | None:
+        """The labels `top_k` ranks (single-label classification: its classes); None for a task without them."""
+        return None
+
+    def top_k(self, outputs: torch.Tensor, k: int) -> pd.DataFrame:
+        """top1 … topK: the K most likely labels of each row, most likely first; a task without labels to rank
+        refuses in one line."""
+        raise CrossmodalError(f"predict.top_k={k}: {type(self).__name__} has no labels to rank")
 
     def tune(self, outputs: torch.Tensor, targets: torch.Tensor) -> bool:
         """Adjust decoding on the validation split's outputs after training (multi-label: the threshold); True

@@ -194,6 +194,9 @@ class Classification(Task):
         """[B, C] probabilities in fp32."""
         return out.logits.float().softmax(dim=-1)
 
+    def ranked_labels(self) -> list[str]:
+        return list(self.classes)
+
     def top_k(self, outputs: torch.Tensor, k: int) -> pd.DataFrame:
         """top1 … topK: the K most probable labels of each row, most probable first."""
         order = outputs.topk(k, dim=1).indices.tolist()

@@ -66,8 +66,9 @@ class Distillation(Task):
     def head(self, in_dim: int) -> nn.Module:
         return self.task.head(in_dim)
 
-    def fusion(self, in_dims: Mapping[str, int]) -> nn.Module | None:
-        return self.task.fusion(in_dims)
+    @property
+    def uses_fusion(self) -> bool:
+        return self.task.uses_fusion
 
     def describe(self) -> str:
         return f"{self.task.describe()}; distilled (alpha {self.alpha:g}, temperature {self.temperature:g})"

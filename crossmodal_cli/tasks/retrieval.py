@@ -20,24 +20,11 @@ import torch
 import torchmetrics
 from torch import nn
 
-from crossmodal_cli.encoders import Encoded
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.tasks.base import Task
 
 KS = (1, 5, 10)
 MODALITIES = ["image", "text"]
-
-
-class Unfused(nn.Module):
-    """Stands in for the fusion: passes each encoder's pooled output on, {modality: [B, D_m]}."""
-
-    def __init__(self, in_dims: Mapping[str, int]):
-        super().__init__()
-        self.in_dims = dict(in_dims)
-        self.out_dim = dict(in_dims)
-
-    def forward(self, encoded: Mapping[str, Encoded], present=None) -> dict[str, torch.Tensor]:
-        return {m: e.pooled for m, e in encoded.items()}
 
 
 class Towers(nn.Module):
@@ -88,6 +75,7 @@ class Retrieval(Task):
     """Matching image–text pairs; CLIP-style two towers and symmetric InfoNCE; recall@k over the whole split."""
 
     monitor = "recall_mean"
+    uses_fusion = False  # the towers read the encoders' pooled outputs: the model has no fusion
 
     def __init__(self, embed_dim: int = 256, temperature: float = 0.07):
         self.embed_dim, self.temperature = embed_dim, temperature
@@ -118,7 +106,8 @@ class Retrieval(Task):
     def describe(self) -> str:
         return "image-text pairs (retrieval)"
 
-    def head(self, in_dim) -> nn.Module:
+    def head(self, in_dim: Mapping[str, int]) -> nn.Module:
+        """{modality: width} -> Towers: the model has no fusion, its head reads the pooled outputs."""
         return Towers(in_dim, self.embed_dim, self.temperature)
 
     def losses(self, out, target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -127,9 +116,6 @@ class Retrieval(Task):
         match = torch.arange(len(logits), device=logits.device)
         return {"loss": (nn.functional.cross_entropy(logits, match) +
                          nn.functional.cross_entropy(logits.T, match)) / 2}
-
-    def fusion(self, in_dims: Mapping[str, int]) -> nn.Module:
-        return Unfused(in_dims)
 
     def metrics(self, full: bool = False) -> torchmetrics.MetricCollection:
         return torchmetrics.MetricCollection({"ranks": RetrievalRanks()})

@@ -20,6 +20,7 @@ from crossmodal_cli.engine.evaluation import concat, to_device
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.engine.runtime import autocast, resolve_device, resolve_precision, seed_everything
 from crossmodal_cli.factory import Rebuilt
+from crossmodal_cli.fusion import Fused
 from crossmodal_cli.pipeline.data import load_data
 from crossmodal_cli.pipeline.loaders import make_split_loader
 from crossmodal_cli.settings.run import DataSettings
@@ -99,7 +100,7 @@ def _plain(fused: Any) -> torch.Tensor:
     model without fusion (retrieval), its {modality: pooled [B, D_m]} concatenated in sorted modality order."""
     if isinstance(fused, dict):
         return torch.cat([fused[k].float() for k in sorted(fused)], dim=-1)
-    return getattr(fused, "features", fused)
+    return fused.features if isinstance(fused, Fused) else fused
 
 
 def prediction_table(indices, rows: pd.DataFrame, task_columns: pd.DataFrame) -> pd.DataFrame:

@@ -10,8 +10,8 @@ like `cmpredict` and `cmeval`, on a CSV or on a pandas DataFrame.
     model.embed(df)            # what cmpredict's embeddings.npz holds
 
 `fit` composes the same Hydra configs with the same overrides, runs the same checks (mistakes raise the package's
-`CrossmodalError` with cmtrain's one-line message) and writes the same run folder, so both give identical results
-for the same overrides and seed. A DataFrame given to `fit` is written into the run folder (`data.csv`, with
+`CrossmodalError` with cmtrain's one-line message) and writes the same run folder (all but Hydra's own
+.hydra/hydra.yaml), so both give identical results for the same overrides and seed. A DataFrame given to `fit` is written into the run folder (`data.csv`, with
 in-memory images and audio as files under `inputs/`), so the run can be resumed and its checkpoint evaluated later.
 In the DataFrames given to `predict`, `evaluate` and `embed`, image cells may be paths, encoded bytes or
 `PIL.Image` objects and audio cells paths or bytes; nothing is written for them. Relative paths resolve against
@@ -142,8 +142,9 @@ def load(path: str | Path, device: str = "auto", precision: str = "auto", batch_
 
 class Model:
     """A trained checkpoint ready to predict. Each method takes a DataFrame (or a CSV path) with the checkpoint's
-    input columns (`columns` maps other names, as data.columns does); rows with unusable inputs follow
-    `on_missing` (default: the checkpoint's data.on_missing)."""
+    input columns. Each also takes `columns` ({data.columns key: the name in `data`}, for other names), `root` (what
+    relative paths resolve against; default: the working directory for a DataFrame, the CSV's folder for a CSV)
+    and `on_missing` (rows with unusable inputs: error, drop or zero; default: the checkpoint's data.on_missing)."""
 
     def __init__(self, predictor, checkpoint: Path):
         self.predictor, self.checkpoint = predictor, checkpoint
@@ -156,32 +157,37 @@ class Model:
     def modalities(self) -> list[str]:
         return list(self.predictor.rebuilt.modalities)
 
-    def predict(self, data, top_k: int = 0, **options: Any) -> pd.DataFrame:
+    def predict(self, data, top_k: int = 0, *, columns: Mapping[str, str] | None = None, root: str | None = None,
+                on_missing: str | None = None) -> pd.DataFrame:
         """The columns cmpredict writes: row, source, line, the inputs, then the task's (label, predicted,
         prob_CLASS, ...; `top_k` adds the K most probable labels)."""
         from crossmodal_cli.inference import check_top_k
 
         check_top_k(self.task, top_k, self.predictor.rebuilt.config.task["_target_"])
-        return self.predictor.predict(self._rows(data, False, options), "test", top_k=top_k)[0]
+        rows = self._rows(data, False, columns, root, on_missing)
+        return self.predictor.predict(rows, "test", top_k=top_k)[0]
 
-    def predict_proba(self, data, **options: Any) -> pd.DataFrame:
+    def predict_proba(self, data, *, columns: Mapping[str, str] | None = None, root: str | None = None,
+                      on_missing: str | None = None) -> pd.DataFrame:
         """Classification and multi-label: one column per class (named by the class), one row per predicted row
         (index: the row's position in `data`)."""
-        table = self._rows(data, False, options)
+        table = self._rows(data, False, columns, root, on_missing)
         rows, values, _ = self.predictor.run(self.predictor.loader(table, "test"))
         return self.task.probabilities(values, index=rows)
 
-    def evaluate(self, data, **options: Any) -> dict:
+    def evaluate(self, data, *, columns: Mapping[str, str] | None = None, root: str | None = None,
+                 on_missing: str | None = None) -> dict:
         """The task's full metrics on labelled rows: the numbers cmeval gives for the same rows."""
         from crossmodal_cli.inference import evaluate_split
 
-        return evaluate_split(self.predictor, self._rows(data, True, options), "test")[0]
+        return evaluate_split(self.predictor, self._rows(data, True, columns, root, on_missing), "test")[0]
 
-    def embed(self, data, **options: Any) -> dict:
+    def embed(self, data, *, columns: Mapping[str, str] | None = None, root: str | None = None,
+              on_missing: str | None = None) -> dict:
         """{"row", "fused", "pooled/MODALITY", the task's own}: arrays, what cmpredict's embeddings.npz holds."""
-        return self.predictor.predict(self._rows(data, False, options), "test", embeddings=True)[1]
+        return self.predictor.predict(self._rows(data, False, columns, root, on_missing), "test", embeddings=True)[1]
 
-    def _rows(self, data, labels: bool, options: Mapping[str, Any]):
+    def _rows(self, data, labels: bool, columns, root, on_missing):
         from crossmodal_cli.inference import rows_for
 
-        return rows_for(self.predictor, data, labels_needed=labels, **options)
+        return rows_for(self.predictor, data, labels_needed=labels, columns=columns, root=root, on_missing=on_missing)

@@ -34,16 +34,16 @@ check_config = check_eval  # the name configs/eval.yaml's check callback uses
 def _data_settings(stored, overrides: EvalDataSettings):
     """The stored data settings with the command line's data.* applied; with data.test_csv, that CSV is the test
     split. Returns (data settings, the split it forces or None)."""
-    from crossmodal_cli.inference import with_columns
+    from crossmodal_cli.inference import one_source, with_columns
 
     data = with_columns(stored, overrides.columns)
     if overrides.allow_outside_root is not None:
         data = dataclasses.replace(data, allow_outside_root=overrides.allow_outside_root)
-    if not overrides.test_csv:
-        return (dataclasses.replace(data, root=str(Path(overrides.root).resolve())) if overrides.root else data), None
-    return dataclasses.replace(data, csv=None, train_csv=None, val_csv=None, demo=None,
-                               test_csv=str(Path(overrides.test_csv).resolve()),
-                               root=str(Path(overrides.root).resolve()) if overrides.root else None), "test"
+    if overrides.test_csv:
+        return one_source(data, overrides.test_csv, overrides.root), "test"
+    if overrides.root:
+        data = dataclasses.replace(data, root=str(Path(overrides.root).expanduser().resolve()))
+    return data, None
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:

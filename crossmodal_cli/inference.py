@@ -144,28 +144,35 @@ def check_top_k(task, top_k: int, target: str) -> None:
         raise CrossmodalError(f"predict.top_k={top_k}: the checkpoint has {len(labels)} classes")
 
 
+def one_source(data: DataSettings, test_csv: str | Path | None, root: str | Path | None,
+               **changes: Any) -> DataSettings:
+    """`data` reading a single source as the test split, in its order: `test_csv` (None: a DataFrame given in
+    memory), relative paths against `root` (None: the CSV's folder; the working directory for a DataFrame). What
+    cmeval data.test_csv=, cmpredict and the Python API read."""
+    def absolute(path: str | Path | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path else None
+
+    return dataclasses.replace(data, csv=None, train_csv=None, val_csv=None, demo=None, test_csv=absolute(test_csv),
+                               root=absolute(root), **changes)
+
+
 def rows_for(predictor: Predictor, data: Any, *, labels_needed: bool, columns: Any = None, root: str | None = None,
              on_missing: str | None = None) -> Table:
     """The rows of a DataFrame (read in memory) or a CSV path as the checkpoint reads them, in one split "test":
     the Python API's input. `columns` maps data.columns keys to other names; `root` is what relative paths resolve
     against (default: the working directory for a DataFrame, the CSV's folder for a CSV)."""
-    data_settings = with_columns(predictor.rebuilt.config.data, columns)
-    changes: dict[str, Any] = {"csv": None, "train_csv": None, "val_csv": None, "test_csv": None, "demo": None,
-                               "root": str(Path(root).expanduser().resolve()) if root else None}
-    if on_missing is not None:
-        changes["on_missing"] = on_missing
-    frames = None
+    changes = {"on_missing": on_missing} if on_missing is not None else {}
+    frames, csv = None, None
     if isinstance(data, pd.DataFrame):
         frames = {"test": data}
     elif isinstance(data, (str, Path)):
-        path = Path(data).expanduser()
-        if not path.is_file():
+        csv = Path(data).expanduser()
+        if not csv.is_file():
             raise CrossmodalError(f"{data}: CSV file not found")
-        changes["test_csv"] = str(path.resolve())
     else:
         raise CrossmodalError(f"expected a pandas DataFrame or a CSV path, got {type(data).__name__}")
-    table = predictor.read(dataclasses.replace(data_settings, **changes), keep=["test"], labels_needed=labels_needed,
-                           frames=frames)
+    settings = one_source(with_columns(predictor.rebuilt.config.data, columns), csv, root, **changes)
+    table = predictor.read(settings, keep=["test"], labels_needed=labels_needed, frames=frames)
     if table.splits["test"].empty:
         raise CrossmodalError(f"{'the DataFrame' if frames else data}: no row left to predict for")
     return table

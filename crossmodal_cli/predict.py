@@ -12,7 +12,6 @@ Rows with unusable inputs follow `data.on_missing` (default: the checkpoint's se
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -32,15 +31,12 @@ check_config = check_predict  # the name configs/predict.yaml's check callback u
 
 def _data_settings(stored, settings: PredictSettings):
     """The checkpoint's data settings, reading data.csv as one split (in file order) with the given overrides."""
-    from crossmodal_cli.inference import with_columns
+    from crossmodal_cli.inference import one_source, with_columns
 
     given = settings.data
     changes = {key: getattr(given, key) for key in ("on_missing", "allow_outside_root")
                if getattr(given, key) is not None}
-    data = dataclasses.replace(stored, csv=None, train_csv=None, val_csv=None, demo=None,
-                               test_csv=str(Path(given.csv).expanduser().resolve()),
-                               root=str(Path(given.root).expanduser().resolve()) if given.root else None, **changes)
-    return with_columns(data, given.columns)
+    return one_source(with_columns(stored, given.columns), given.csv, given.root, **changes)
 
 
 def predict(cfg: DictConfig, run_dir: str | Path):

@@ -33,6 +33,17 @@ FRAME_SOURCE = "DataFrame"
 FIRST_ROW_LINE = 2  # a DataFrame row's `line` is its position + 2: the line it would have in a CSV with a header
 
 
+def refuse_repeated_columns(header: list[str], where: str, what: str) -> None:
+    """One line naming the column names that appear more than once in `what` (a CSV's header, a DataFrame's
+    columns) of `where`: a column would be ambiguous."""
+    named = [name for name in header if name]
+    repeated = sorted({name for name in named if named.count(name) > 1})
+    if repeated:
+        raise CrossmodalError(f"{where}: column name{'s' if len(repeated) > 1 else ''} "
+                              f"{', '.join(repr(printable(n, 60)) for n in repeated)} appear more than once in the "
+                              f"{what}; give every column a distinct name")
+
+
 def frame_source(role: str) -> str:
     """The `source` of rows read from an in-memory DataFrame in `role` ("csv": the one table to split, or a split
     name): "DataFrame", or e.g. "val DataFrame", so (source, line) stays unique across the frames of a table."""
@@ -146,12 +157,7 @@ def read_csv(path: str | Path, separator: str = "auto") -> pd.DataFrame:
         raise CrossmodalError(f"{path}: the CSV file is empty; it needs a header row and at least one data row")
     if not rows:
         raise CrossmodalError(f"{path}: the CSV has a header but no data rows")
-    named = [name for name in header if name]
-    repeated = sorted({name for name in named if named.count(name) > 1})
-    if repeated:
-        raise CrossmodalError(f"{path}: column name{'s' if len(repeated) > 1 else ''} "
-                              f"{', '.join(repr(printable(n, 60)) for n in repeated)} appear more than once in the "
-                              f"header; give every column a distinct name")
+    refuse_repeated_columns(header, str(path), "header")
     width = len(header)
     long = [line for row, line in zip(rows, lines) if len(row) > width and any(c.strip() for c in row[width:])]
     if long:

@@ -38,8 +38,9 @@ from crossmodal_cli.data.cells import describe_cell, open_binary, stream_size
 from crossmodal_cli.errors import CrossmodalError
 
 # What Pillow raises for a malformed, damaged or unsupported image file (decoders: OSError; format plugins: the rest;
-# zlib.error from compressed chunks); anything else is a bug, not a bad file.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, NotImplementedError,
+# zlib.error from compressed chunks; RuntimeError for the formats a plugin identifies but cannot decode, e.g. some
+# DDS variants, whose "not implemented" error subclasses it); anything else is a bug, not a bad file.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, RuntimeError,
                  struct.error, zlib.error)
 # What parsing an EXIF block can raise; only caught once the pixels are loaded, so none of it is a pixel error.
 EXIF_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)

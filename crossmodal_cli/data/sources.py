@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from crossmodal_cli.data.cells import MEMORY_TYPES
-from crossmodal_cli.data.csvfile import FIRST_ROW_LINE, frame_source, printable, read_csv
+from crossmodal_cli.data.csvfile import FIRST_ROW_LINE, frame_source, printable, read_csv, refuse_repeated_columns
 from crossmodal_cli.errors import CrossmodalError
 
 ROLES = ("csv", "train", "val", "test")  # "csv": one table split by its split column or a seeded split
@@ -104,12 +104,7 @@ def _read_frame(frame: pd.DataFrame, name: str) -> Source:
     header = [str(column).strip() for column in frame.columns]
     if not len(frame) or not header:
         raise CrossmodalError(f"{name}: the DataFrame has no {'rows' if header else 'columns'}")
-    named = [column for column in header if column]
-    repeated = sorted({column for column in named if named.count(column) > 1})
-    if repeated:
-        raise CrossmodalError(f"{name}: column name{'s' if len(repeated) > 1 else ''} "
-                              f"{', '.join(repr(printable(n, 60)) for n in repeated)} appear more than once in the "
-                              f"DataFrame's columns; give every column a distinct name")
+    refuse_repeated_columns(header, name, "DataFrame's columns")
     cells = {column: [cell_text(v) for v in frame.iloc[:, i].tolist()] for i, column in enumerate(header) if column}
     lines = pd.Index(range(FIRST_ROW_LINE, len(frame) + FIRST_ROW_LINE), name="line")
     return Source(name=name, frame=pd.DataFrame(cells, index=lines, dtype=object), origin=name, base=os.getcwd(),

@@ -169,11 +169,16 @@ class Model:
 
     def predict_proba(self, data, *, columns: Mapping[str, str] | None = None, root: str | None = None,
                       on_missing: str | None = None) -> pd.DataFrame:
-        """Classification and multi-label: one column per class (named by the class), one row per predicted row
-        (index: the row's position in `data`)."""
+        """Classification and multi-label: one column per class (named by the class), one row per predicted row;
+        the index is the row's position in a DataFrame, its line in a CSV (rows dropped by on_missing=drop are
+        absent, the others keep their index)."""
+        from crossmodal_cli.data.csvfile import FIRST_ROW_LINE
+
         table = self._rows(data, False, columns, root, on_missing)
         rows, values, _ = self.predictor.run(self.predictor.loader(table, "test"))
-        return self.task.probabilities(values, index=rows)
+        lines = table.splits["test"]["line"].to_numpy()[rows]
+        return self.task.probabilities(values, index=lines - FIRST_ROW_LINE if isinstance(data, pd.DataFrame)
+                                       else lines)
 
     def evaluate(self, data, *, columns: Mapping[str, str] | None = None, root: str | None = None,
                  on_missing: str | None = None) -> dict:

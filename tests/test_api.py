@@ -87,6 +87,10 @@ def test_in_memory_images_predict_as_their_files(runs):
     proba = model.predict_proba(uploads)
     assert list(proba.columns) == sorted(HUES) and proba.index.tolist() == list(range(len(frame)))
     np.testing.assert_allclose(proba.to_numpy(), from_files[probabilities].to_numpy(), atol=1e-6)
+    damaged = uploads.assign(image_path=[b"not an image" if i == 2 else v for i, v in enumerate(uploads["image_path"])])
+    kept = model.predict_proba(damaged, on_missing="drop")
+    assert kept.index.tolist() == [i for i in range(len(frame)) if i != 2]  # positions in the DataFrame, not shifted
+    np.testing.assert_allclose(kept.to_numpy(), proba.drop(index=2).to_numpy(), atol=1e-6)
     vectors = model.embed(uploads)
     assert vectors["row"].tolist() == list(range(len(frame)))
     assert {"fused", "pooled/image", "pooled/text"} <= set(vectors) and vectors["fused"].shape[0] == len(frame)

@@ -1,7 +1,9 @@
 """`cmsweep DIR [DIR ...]`: read the jobs of `cmtrain -m` sweeps and write summary.csv, summary.md, summary.png.
 
-One row per configuration (the overridden values that differ between jobs); jobs that differ only in `seed` share
-a row as mean ± standard deviation with the number of seeds. Rows are sorted by the monitored metric, best first,
+One row per configuration (the overridden values that differ between jobs); jobs that differ only in `seed` or in
+`data.fold` (K-fold cross-validation, data/folds.py) share a row as mean ± standard deviation over the seeds, the
+folds, or folds × seeds, with the number of runs. An Optuna trial its pruner stopped (metrics.json
+`pruned_at_epoch`) is a row of its own with status `pruned` and the values of its best epoch so far. Rows are sorted by the monitored metric, best first,
 in the direction each job's stored config gives (`trainer.monitor` / `trainer.monitor_mode` in `.hydra/config.yaml`;
 runs that stored null there: metrics.json's "monitor"; max unless the metric is a loss or an error). A job
 without metrics.json is a row of its own with its status (`failed`: its log has an ERROR line; `unfinished`:
@@ -24,6 +26,8 @@ import pandas as pd
 
 from crossmodal_cli.errors import exit_on_user_error
 from crossmodal_cli.sweep_jobs import Job, find_jobs
+
+REPEATS = ("seed", "data.fold")  # jobs that differ only in these are runs of one configuration
 
 
 def _mean_std(values: list) -> tuple[float, float]:
@@ -62,7 +66,7 @@ def summarise(jobs: list[Job]) -> tuple[pd.DataFrame, list[str]]:
     unfinished job. Returns the frame (mean and std of every val/test metric, …) and the configuration columns."""
     keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
     varying = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1] or keys
-    columns = [k for k in varying if k != "seed"]
+    columns = [k for k in varying if k not in REPEATS]
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         key = tuple(job.overrides.get(k, "") for k in columns)
@@ -73,20 +77,27 @@ def summarise(jobs: list[Job]) -> tuple[pd.DataFrame, list[str]]:
         row = {k: v for k, v in zip(columns, key)}
         row.update(status=first.status, seeds=len(group), error=first.error,
                    jobs="; ".join(str(j.folder) for j in group))
-        if "seed" in varying and first.status != "done":
-            row["seed"] = first.overrides.get("seed", "")
-        if first.status == "done":
+        for repeat in REPEATS:
+            if repeat in varying and first.status != "done":
+                row[repeat] = first.overrides.get(repeat, "")
+        if first.metrics:
             row.update(_measured(group))
         rows.append(row)
     frame = pd.DataFrame(rows)
-    frame.attrs["by_seed"] = "seed" in varying
+    frame.attrs["by_seed"] = _repeats(varying)
     done = frame[frame.status == "done"]
     if len(done):
         monitor, mode = done.iloc[0]["monitor"], done.iloc[0]["mode"]
         order = done.sort_values(monitor, ascending=mode == "min", kind="stable").index
         frame = pd.concat([frame.loc[order], frame[frame.status != "done"]]).reset_index(drop=True)
-        frame.attrs["by_seed"] = "seed" in varying
+        frame.attrs["by_seed"] = _repeats(varying)
     return frame, columns
+
+
+def _repeats(varying: list[str]) -> str:
+    """The header of the runs column: what the runs of one row differ in ('' when they are single runs)."""
+    return {(True, False): "seeds", (False, True): "folds", (True, True): "folds × seeds"}.get(
+        ("seed" in varying, "data.fold" in varying), "")
 
 
 def verdict(frame: pd.DataFrame, columns: list[str]) -> str:
@@ -135,18 +146,19 @@ def markdown(frame: pd.DataFrame, columns: list[str], *, seconds: bool = True, c
     """The table. `compact`: the columns of the earlier scripts/sweep_table.py (docs/fusion.md's tables)."""
     done = frame[frame.status == "done"]
     name = done.iloc[0]["monitor"].split("/", 1)[1] if len(done) else "metric"
-    by_seed = frame.attrs.get("by_seed", False)
+    by_seed = frame.attrs.get("by_seed", "")
     problems = (frame.status != "done").any()
-    header = [*(f"`{k}`" for k in columns), *(["seeds"] if by_seed else []), *(["status"] if problems else []),
+    header = [*(f"`{k}`" for k in columns), *([by_seed] if by_seed else []), *(["status"] if problems else []),
               f"val {name}", f"test {name}", "best epoch"]
     header += ["parameters", "fusion parameters"] if compact else ["epochs", "parameters", "fusion parameters"]
     header += (["s / epoch"] if compact else ["seconds"]) if seconds else []
     header += ["fusion reports", *(["last error"] if problems else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for _, row in frame.iterrows():
-        seeds = f"seed {row.get('seed', '')}" if row.status != "done" and "seed" in frame.columns else str(row.seeds)
+        seeds = str(row.seeds) if row.status == "done" else \
+            " ".join(f"{k.split('.')[-1]} {row[k]}" for k in REPEATS if k in frame.columns and row.get(k) == row.get(k))
         cells = [*(_short(row[k]) for k in columns), *([seeds] if by_seed else []), *([row.status] if problems else [])]
-        if row.status == "done":
+        if isinstance(row.get("monitor"), str):  # it has metrics: done, or pruned
             cells += [_cell(row, f"val/{name}"), _cell(row, f"test/{name}"),
                       _cell(row, "best_epoch", 1 if row.seeds > 1 else 0)]
             cells += [] if compact else [f"{row.epochs:g}"]
@@ -181,7 +193,8 @@ def plot(frame: pd.DataFrame, columns: list[str], path: Path) -> None:
                 capsize=3)
     ax.set_yticks(list(positions), labels)
     ax.invert_yaxis()
-    seeds = f", mean ± std over {int(done.seeds.max())} seeds" if done.seeds.max() > 1 else ""
+    runs = frame.attrs.get("by_seed") or "seeds"
+    seeds = f", mean ± std over {int(done.seeds.max())} {runs}" if done.seeds.max() > 1 else ""
     ax.set_xlabel(f"{name} of best.ckpt{seeds} ({'higher' if done.iloc[0]['mode'] == 'max' else 'lower'} is better)")
     ax.legend(loc="lower right")
     ax.grid(axis="x", alpha=0.3)

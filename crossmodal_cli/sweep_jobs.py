@@ -22,7 +22,7 @@ class Job:
 
     folder: Path
     overrides: dict[str, str]
-    status: str                      # done | failed | unfinished
+    status: str                      # done | pruned (an Optuna trial stopped early) | failed | unfinished
     monitor: str | None = None       # "val/NAME"
     mode: str | None = None          # max | min
     metrics: dict = field(default_factory=dict)
@@ -62,6 +62,8 @@ def load_job(folder: Path) -> Job:
             (folder / n).read_text(errors="replace") for n in LOG_NAMES if (folder / n).is_file()) else "unfinished"
         return job
     job.metrics = _read(folder / "metrics.json", json.loads)
+    if job.metrics.get("pruned_at_epoch"):
+        job.status, job.error = "pruned", f"pruned after epoch {job.metrics['pruned_at_epoch']}"
     if (folder / "metrics.jsonl").is_file():
         job.epochs = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     job.monitor = trainer.get("monitor") or job.metrics.get("monitor") or "val/accuracy"

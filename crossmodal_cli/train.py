@@ -25,8 +25,9 @@ from crossmodal_cli.paths import config_dir
 check_config = check_train  # the name configs/train.yaml's check callback and the tests use
 
 
-def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> dict:
-    """Train the configured model into run_dir (continuing from `resume`, a loaded checkpoint, if given).
+def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None, prune=None) -> dict:
+    """Train the configured model into run_dir (continuing from `resume`, a loaded checkpoint, if given; `prune`:
+    an Optuna trial's pruning, search/trial.py).
 
     Returns {"val": {...}, "test": {...} or None, "monitor": "val/NAME", "best_epoch": n, ...} for the best
     checkpoint (what metrics.json holds)."""
@@ -36,7 +37,7 @@ def train(cfg: DictConfig, run_dir: str | Path, resume: dict | None = None) -> d
     settings = check_train(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), partial=resume is not None)
     from crossmodal_cli.training import run_training
 
-    return run_training(settings, run_dir, resume)
+    return run_training(settings, run_dir, resume, prune)
 
 
 RUN_FILES = (".hydra", "tokenizer", "labels.json", "data_report.json", "tensorboard", "metrics.jsonl")
@@ -63,22 +64,25 @@ def run(cfg: DictConfig) -> float | None:
     from crossmodal_cli.engine import distributed
     from crossmodal_cli.engine.interrupt import TrainingInterrupted, hand_over
     from crossmodal_cli.config.requeue import requeued_run
+    from crossmodal_cli.search.trial import of as optuna_trial
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    state = None
+    state = trial = None
     try:
+        trial = optuna_trial(hydra_cfg)  # None outside cmtrain -m hparams_search=optuna
         if cfg.resume:
             cfg, state = resumed_config(cfg.resume, list(hydra_cfg.overrides.task))
-        elif requeued_run(run_dir, hydra_cfg):  # the same SLURM/submitit job again, after a pre-emption
-            cfg, state = resumed_config(str(run_dir), [])
-        results = train(cfg, run_dir, resume=state)
+        elif requeued_run(run_dir, hydra_cfg) or (trial and trial.resumes(run_dir)):
+            cfg, state = resumed_config(str(run_dir), [])  # a pre-empted job, or an interrupted trial, continues
+        results = train(cfg, run_dir, resume=state, prune=trial.prune if trial else None)
     except TrainingInterrupted as stop:
         hand_over(stop.signum)  # under submitit: requeue the job (and exit) now that last.ckpt is saved
         if distributed.is_main():
-            print(f"stopped by {stop}: last.ckpt saved; continue with: cmtrain resume={run_dir}",
-                  file=sys.stderr, flush=True)
+            again = "the same cmtrain -m command (the search retries this trial from it)" if trial else \
+                f"cmtrain resume={run_dir}"
+            print(f"stopped by {stop}: last.ckpt saved; continue with: {again}", file=sys.stderr, flush=True)
         sys.exit(128 + stop.signum)
     except (CrossmodalError, KeyboardInterrupt) as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # into the job's log, where cmsweep finds it

@@ -36,8 +36,9 @@ from crossmodal_cli.tasks.base import Task
 log = logging.getLogger(__name__)
 
 
-def run_training(cfg: RunSettings, run_dir: Path, resume: dict | None = None) -> dict:
-    """Train into run_dir (continuing from `resume`, a loaded checkpoint); returns what metrics.json holds."""
+def run_training(cfg: RunSettings, run_dir: Path, resume: dict | None = None, prune=None) -> dict:
+    """Train into run_dir (continuing from `resume`, a loaded checkpoint); returns what metrics.json holds.
+    `prune(epoch, value, last) -> bool`: an Optuna search's pruning (engine/loop.Trainer)."""
     log.info("run folder: %s", run_dir.resolve())
     cfg = dataclasses.replace(cfg, data=absolute_data_paths(cfg.data))
     seed_everything(cfg.seed)
@@ -84,7 +85,7 @@ def run_training(cfg: RunSettings, run_dir: Path, resume: dict | None = None) ->
                                monitor=cfg.trainer.monitor, monitor_mode=cfg.trainer.monitor_mode, chance=task.chance())
     trainer = Trainer(model, task, loaders["train"], loaders["val"], optimizer, scheduler, cfg.trainer, reporter,
                       Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_last_k, extra), device=device,
-                      precision=precision, find_unused_parameters=unfreezing)
+                      precision=precision, find_unused_parameters=unfreezing, prune=prune)
     if resume:
         trainer.load_state(resume)
         restore_rng(distributed.rank_rng(resume))
@@ -141,6 +142,8 @@ def final_metrics(run_dir: Path, model, task, val_loader, test_loader, device, p
     results["monitor"] = monitor
     results["best_epoch"] = progress.best_epoch
     results["skipped_steps"] = progress.skipped_steps
+    if progress.pruned_at:
+        results["pruned_at_epoch"] = progress.pruned_at
     results["parameters"] = model.parameter_counts()
     summary = model.fusion.summary() if model.fusion is not None else {}
     if summary:  # learned modality weights and similar, for the report

@@ -139,3 +139,27 @@ def test_equal_means_without_spread_are_a_tie_in_sweep_order(tmp_path):
         job(tmp_path / f"s/{i}", [f"fusion={fusion}", f"seed={seed}"], {"accuracy": 1.0, "loss": 0.01}, "val/accuracy")
     out = cmsweep(str(tmp_path / "s")).stdout
     assert "fusion=sum (1.000), runner-up fusion=product (1.000): a tie" in out
+
+
+def test_folds_share_a_row_like_seeds_and_both_together_are_folds_times_seeds(tmp_path):
+    for i, (fusion, fold, acc) in enumerate([("concat", 0, 0.50), ("concat", 1, 0.60), ("concat", 2, 0.55),
+                                             ("product", 0, 0.90), ("product", 1, 0.94), ("product", 2, 0.92)]):
+        job(tmp_path / f"cv/{i}", [f"fusion={fusion}", "data.folds=3", f"data.fold={fold}"], {"accuracy": acc})
+    table = rows(cmsweep(str(tmp_path / "cv"), "--no-seconds").stdout)
+    assert table[0][:3] == ["`fusion`", "folds", "val accuracy"]
+    assert [r[:3] for r in table[2:]] == [["product", "3", "0.920 ± 0.020"], ["concat", "3", "0.550 ± 0.050"]]
+    for i, (fold, seed) in enumerate([(0, 1), (1, 1), (0, 2), (1, 2)]):
+        job(tmp_path / f"both/{i}", ["data.folds=2", f"data.fold={fold}", f"seed={seed}"], {"accuracy": 0.5 + i / 10})
+    table = rows(cmsweep(str(tmp_path / "both"), "--no-seconds").stdout)
+    assert table[0][:2] == ["folds × seeds", "val accuracy"] and table[2][:2] == ["4", "0.650 ± 0.129"]
+
+
+def test_a_pruned_trial_is_a_row_of_its_own_with_its_status_and_values(tmp_path):
+    job(tmp_path / "s/0", ["optimizer.lr=0.001"], {"accuracy": 0.9})
+    job(tmp_path / "s/1", ["optimizer.lr=0.0001"], {"accuracy": 0.3})
+    metrics = json.loads((tmp_path / "s/1/metrics.json").read_text())
+    (tmp_path / "s/1/metrics.json").write_text(json.dumps({**metrics, "pruned_at_epoch": 1}))
+    table = rows(cmsweep(str(tmp_path / "s"), "--no-seconds").stdout)
+    assert table[0][:4] == ["`optimizer.lr`", "status", "val accuracy", "test accuracy"]
+    assert table[2][:3] == ["0.001", "done", "0.900"]
+    assert table[3][:3] == ["0.0001", "pruned", "0.300"] and table[3][-1] == "pruned after epoch 1"

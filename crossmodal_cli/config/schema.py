@@ -44,6 +44,11 @@ def validate_train(cfg: DictConfig, *, partial: bool = False) -> dict:
     if data["val_fraction"] + data["test_fraction"] >= 1:
         raise CrossmodalError(f"data.val_fraction={data['val_fraction']} data.test_fraction="
                               f"{data['test_fraction']}: together they must be < 1 (the rest is the training split)")
+    if data["folds"] is None and data["fold"]:
+        raise CrossmodalError(f"data.fold={data['fold']} needs data.folds=K (K-fold cross-validation)")
+    if data["folds"] is not None and data["fold"] >= data["folds"]:
+        raise CrossmodalError(f"data.fold={data['fold']}: the folds of data.folds={data['folds']} are numbered 0 to "
+                              f"{data['folds'] - 1}")
     _check_files(values)
     fusion = values["fusion"]
     if isinstance(fusion.get("width"), int) and isinstance(fusion.get("heads"), int) and fusion["width"] % fusion["heads"]:

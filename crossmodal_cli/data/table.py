@@ -26,6 +26,7 @@ from crossmodal_cli.data.cells import in_memory
 from crossmodal_cli.data.columns import MODALITIES, choose_modalities, match_columns, require
 from crossmodal_cli.data.csvfile import check_separator, describe_rows, frame_source, printable, resolve_paths
 from crossmodal_cli.data.sources import Source, plan_sources, read_sources
+from crossmodal_cli.data.folds import fold_splits
 from crossmodal_cli.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,8 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
                test_csv: str | None = None, frames: Mapping[str, pd.DataFrame] | None = None, root: str | None = None,
                columns: Mapping[str, str], modalities: Sequence[str] | None, val_fraction: float,
                test_fraction: float, seed: int, labels: LabelColumns | None, keep: Sequence[str] = SPLITS,
-               on_missing: str = "error", explicit: Collection[str] = (), separator: str = "auto") -> Table:
+               on_missing: str = "error", explicit: Collection[str] = (), separator: str = "auto",
+               folds: tuple[int, int] | None = None) -> Table:
     """Read and check the CSV(s) or DataFrame(s) and return a Table of the splits in `keep`.
 
     `frames` ({"csv": one table to split} and/or {split: table}) gives DataFrames in place of the CSV paths.
@@ -177,7 +179,7 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
     set (they must exist as written; other names may differ in case). `separator`: see `read_csv`. `labels`: the
     label column(s) to read and require, refused per file before the split, and the strata of a seeded split;
     None (cmpredict) reads and requires no label column. The label columns are kept as written: targets are the
-    caller's (`pipeline.labels.read_labelled`).
+    caller's (`pipeline.labels.read_labelled`). `folds` (K, I): validate on fold I of K (data/folds.py).
     """
     check_on_missing(on_missing)
     label_columns = dict(labels.columns) if labels is not None else {}
@@ -187,7 +189,9 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
     wanted.update(label_columns)
     explicit = {*explicit, *(k for k in label_columns if k not in columns)}
     separator = check_separator(separator)
-    plan = plan_sources({"csv": csv, "train": train_csv, "val": val_csv, "test": test_csv}, frames, keep)
+    folding = folds is not None and bool({"train", "val"} & set(keep))  # both are read: the folds pool them
+    plan = plan_sources({"csv": csv, "train": train_csv, "val": val_csv, "test": test_csv}, frames,
+                        [*keep, "train", "val"] if folding else keep)
     sources = read_sources(plan, separator)  # none: only an empty test split is kept
     for source in sources.values():  # per role, as a CSV named for two roles is matched (and logged) twice
         source.found = match_columns(list(source.frame.columns), source.name, wanted, explicit)
@@ -207,6 +211,9 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
             splits.update(_split_one_csv(frame, source, val_fraction, test_fraction, seed, test, labels))
         else:
             splits[role] = frame.drop(columns="split", errors="ignore")
+    if folding:
+        splits["train"], splits["val"] = fold_splits(splits["train"], splits["val"], *folds, seed,
+                                                     labels.strata if labels is not None else None)
     splits = {s: f.reset_index(drop=True) for s, f in splits.items() if s in keep}
     for s in keep:
         if s != "test" and len(splits[s]) == 0:

@@ -81,7 +81,8 @@ ADDED_KEYS = {"data.resize": "squash", "data.separator": ",", "trainer.feature_c
               "trainer.cache_dir": "~/.cache/crossmodal/features", "data.cache": None,
               "data.cache_dir": "~/.cache/crossmodal/preprocessed", "trainer.compile": False,
               "trainer.channels_last": "auto", "trainer.tf32": True,
-              "data.allow_outside_root": False, "data.validation_cache": None,
+              "data.allow_outside_root": False, "data.validation_cache": None, "data.folds": None,
+              "data.fold": 0,
               "distill": {"teacher": None, "alpha": 0.5, "temperature": 2.0}}
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -47,6 +48,7 @@ class Progress:
     stale: int = 0              # epochs since the monitored value improved
     bad_steps: int = 0          # consecutive optimizer steps skipped for a non-finite loss
     skipped_steps: int = 0      # all of them
+    pruned_at: int = 0          # the epoch after which a search's pruner stopped this run (0: not pruned)
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
@@ -74,11 +76,16 @@ class Trainer:
     `model` is any nn.Module; one that declares an epoch schedule (subclasses `model.EpochScheduled`, as
     MultimodalModel does) gets `set_epoch(epoch)` at the start of every epoch, any other none.
     `s` is the trainer config group as it is (configs/trainer/*.yaml); `device` and `precision` are resolved.
-    `find_unused_parameters` (torchrun): DDP registers frozen parameters that unfreeze later."""
+    `find_unused_parameters` (torchrun): DDP registers frozen parameters that unfreeze later.
+    `prune(epoch, value, last) -> bool` (an Optuna search's trial, search/trial.py): given each epoch's monitored
+    value after its checkpoint (`last`: the final epoch); True stops training there, as an early stop does (rank 0
+    decides under torchrun)."""
 
     def __init__(self, model: nn.Module, task, train_loader, val_loader, optimizer: torch.optim.Optimizer,
                  scheduler, settings: TrainerSettings, reporter: RunReporter, checkpointer: Checkpointer, *,
-                 device: torch.device, precision: str, find_unused_parameters: bool = False):
+                 device: torch.device, precision: str, find_unused_parameters: bool = False,
+                 prune: Callable[[int, float], bool] | None = None):
+        self.prune = prune
         self.model, self.task, self.optimizer, self.scheduler = model, task, optimizer, scheduler
         self.train_loader, self.val_loader, self.s = train_loader, val_loader, settings
         self.device, self.precision = device, precision
@@ -126,7 +133,8 @@ class Trainer:
         p, s = self.progress, self.s
         with StopSignal() as stop, _out_of_memory_is_one_line(s):
             while p.epoch <= s.max_epochs:
-                if p.batch == 0 and s.early_stopping_patience is not None and p.stale >= s.early_stopping_patience:
+                if p.batch == 0 and (p.pruned_at or s.early_stopping_patience is not None
+                                     and p.stale >= s.early_stopping_patience):
                     break
                 self._train_epoch(stop)
                 if self._stop_requested(stop, settle=True):
@@ -265,6 +273,11 @@ class Trainer:
         finished = p.epoch
         p.epoch, p.batch, p.loss_sum, p.seen, p.seconds = p.epoch + 1, 0, 0.0, 0, 0.0
         self.checkpointer.save({**self.state(), "val_metrics": val}, best=is_best, epoch_end=finished)
+        if self.prune is not None:
+            last = finished >= s.max_epochs  # reported, but a finished run is not pruned
+            stop = int(bool(self.prune(finished, record[s.monitor], last))) if distributed.is_main() else 0
+            if distributed.agree([stop], self.device)[0]:
+                p.pruned_at = finished
         if s.early_stopping_patience is not None and p.stale >= s.early_stopping_patience:
             log.info("early stop: %s has not improved for %d epochs (best %.4f at epoch %d)",
                      s.monitor, p.stale, p.best, p.best_epoch)

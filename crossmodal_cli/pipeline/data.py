@@ -67,10 +67,12 @@ def load_data(data: DataSettings, modalities: Sequence[str] | None, seed: int, t
     table = read_labelled(task, csv=data.csv, train_csv=data.train_csv, val_csv=data.val_csv, test_csv=data.test_csv,
                           root=data.root, columns=columns, modalities=modalities, val_fraction=data.val_fraction,
                           test_fraction=data.test_fraction, seed=seed, keep=keep, on_missing=data.on_missing,
-                          explicit=explicit, separator=data.separator, labels_needed=labels_needed, frames=frames)
+                          explicit=explicit, separator=data.separator, labels_needed=labels_needed, frames=frames,
+                          folds=(data.folds, data.fold) if data.folds else None)
     table.report = check_inputs(table, columns, data.on_missing, allow_outside_root=data.allow_outside_root,
                                 cache_dir=data.validation_cache)
     sizes = ", ".join(f"{s} {len(f)}" for s, f in table.splits.items())
-    log.info("data: %s rows; %s; modalities %s", sizes, task.describe() if labels_needed else "no labels read",
-             ",".join(table.modalities))
+    folds = f" (val: fold {data.fold} of data.folds={data.folds})" if data.folds and "val" in table.splits else ""
+    log.info("data: %s rows%s; %s; modalities %s", sizes, folds,
+             task.describe() if labels_needed else "no labels read", ",".join(table.modalities))
     return table

@@ -68,6 +68,8 @@ class DataSettings:
     validation_cache: Path_
     val_fraction: Fraction
     test_fraction: Fraction
+    folds: Annotated[Optional[Annotated[int, Range(ge=2)]], "K-fold cross-validation; null = one validation split"]
+    fold: Annotated[NonNegativeInt, "the fold that validates (0 .. data.folds-1)"]
     image_size: Annotated[Optional[Annotated[int, Range(ge=16, le=4096)]], "pixels per side; null = the image encoder's"]
     resize: Optional[Literal["squash", "shorter_side_center_crop"]]
     augment: bool

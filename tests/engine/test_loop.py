@@ -169,6 +169,16 @@ def test_early_stopping_after_patience(tmp_path):
     assert progress.epoch - 1 == 3 and progress.best_epoch == 1 and progress.stale == 2
 
 
+def test_a_search_pruner_stops_training_after_the_epoch_it_answers_true(tmp_path):
+    trainer = make_trainer(tmp_path, max_epochs=6)
+    seen = []
+    trainer.prune = lambda epoch, value, last: seen.append((epoch, value)) or epoch == 2
+    progress = trainer.fit()
+    assert [e for e, _ in seen] == [1, 2] and all(isinstance(v, float) for _, v in seen)
+    assert progress.pruned_at == 2 and progress.epoch - 1 == 2
+    assert load_checkpoint(tmp_path / "checkpoints/last.ckpt")["progress"]["epoch"] == 3  # epoch 2 was saved
+
+
 def test_keep_last_k_keeps_the_most_recent_epoch_snapshots(tmp_path):
     trainer = make_trainer(tmp_path, max_epochs=4)
     trainer.checkpointer.keep_last_k = 2

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 VERSION = 1
-ORIENTATION = 0x0112  # the EXIF tag `modalities.upright` turns an image by
+ORIENTATION = 0x0112  # the EXIF tag `decoding.upright` turns an image by
 
 
 def input_identity(modality: str, value: Any) -> str:

@@ -13,8 +13,8 @@ from typing import Callable
 from PIL import Image
 
 from crossmodal_cli.data.cells import open_binary, stream_size
-from crossmodal_cli.data.modalities import (AUDIO_ERRORS, DECODE_ERRORS, DamagedAudio, convertible, is_large,
-                                            open_image, read_audio, too_large_reason)
+from crossmodal_cli.data.decoding import (AUDIO_ERRORS, DECODE_ERRORS, DamagedAudio, convertible, is_large,
+                                          open_image, read_audio, too_large_reason)
 
 PNG_INFLATE_STEP = 1 << 20  # bytes inflated at a time by png_problem, then discarded
 
@@ -89,7 +89,7 @@ def probe_image(source: str | bytes | Image.Image) -> tuple[str | None, bool]:
 def probe_audio(source: str | bytes) -> tuple[str | None, bool]:
     """(None, False) if every frame the audio file's header declares decodes, else (the reason, False).
 
-    The frames are read (in blocks, `modalities.read_audio`), not only the header: a truncated or damaged body
+    The frames are read (in blocks, `decoding.read_audio`), not only the header: a truncated or damaged body
     (a FLAC frame failing its checksum, a WAV shorter than its data chunk) is refused here, not at load time.
     `source`: a path or an encoded file's bytes.
     """

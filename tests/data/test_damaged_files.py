@@ -23,7 +23,8 @@ from PIL import Image, ImageFile
 
 from tests.conftest import write_dataset
 from crossmodal_cli.data.dataset import AudioSettings, TableDataset
-from crossmodal_cli.data.modalities import load_audio, load_image, upright
+from crossmodal_cli.data.decoding import upright
+from crossmodal_cli.data.modalities import load_audio, load_image
 from crossmodal_cli.data.preprocessed import cached_images
 from crossmodal_cli.pipeline.labels import read_labelled
 from crossmodal_cli.tasks.classification import Classification

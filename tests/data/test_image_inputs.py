@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import write_dataset
-from crossmodal_cli.data import modalities, validation
+from crossmodal_cli.data import decoding, validation
 from crossmodal_cli.data.modalities import load_image
 from crossmodal_cli.pipeline.labels import read_labelled
 from crossmodal_cli.tasks.classification import Classification
@@ -78,7 +78,7 @@ def test_an_unreadable_exif_block_leaves_the_image_as_stored(tmp_path, monkeypat
 
     def broken(image, **kw):
         raise SyntaxError("bad EXIF")
-    monkeypatch.setattr(modalities.ImageOps, "exif_transpose", broken)
+    monkeypatch.setattr(decoding.ImageOps, "exif_transpose", broken)
     assert loaded(tmp_path / "x.jpg", 8)[..., 2].mean() > 200
 
 

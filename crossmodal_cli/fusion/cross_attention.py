@@ -5,9 +5,20 @@ The query stream is the text tokens (the first sorted modality when there is no 
 other modalities' tokens concatenated (each [B, T_m, D_m] truncated to max_tokens, projected to width, with a
 modality embedding); with one modality both streams are its own tokens (self-attention). Each layer updates both
 streams at once, each with multi-head attention to the other, residual + LayerNorm, FFN, residual + LayerNorm.
-Each stream is then mean-pooled over its real tokens [B, width]; the concatenation [B, 2 width] -> MLP ->
-[B, hidden_dim]. Padding and absent modalities are key-padding-masked; a sample whose other stream is empty keeps
-its tokens unchanged by attention, and an empty stream pools to zeros.
+Each stream is then mean-pooled over its real tokens [B, width]; with `pooled_product` (the default in
+configs/fusion/cross_attention.yaml) their element-wise product joins them, [q, c, q * c] [B, 3 width], else the
+concatenation [B, 2 width]; then MLP -> [B, hidden_dim]. Padding and absent modalities are key-padding-masked; a
+sample whose other stream is empty keeps its tokens unchanged by attention, and an empty stream pools to zeros
+(so its product is zero too).
+
+Why the product. ViLBERT predicts whether an image and a text match from the element-wise product of its two
+pooled streams (h_CLS * h_IMG); with the concatenation alone, the only multiplicative interaction between the
+modalities is the attention weights, and each stream's update is a weighted sum of the other's values added to
+its own tokens: the fusion has to build agreement out of several layers of additions, and it tends to memorise
+the training rows first. On the matching task (crossmodal_cli/data/matching.py, 2,000 rows, 16 epochs, seeds 42
+and 1-4) validation accuracy was 0.803 ± 0.072 without the product and is 0.898 ± 0.077 with it; the demo stays
+solved (docs/fusion.md). `pooled_product=False` is the earlier form, kept as the code default so that checkpoints
+trained before it (whose stored config lacks the key) rebuild as they were trained.
 """
 from __future__ import annotations
 
@@ -42,14 +53,15 @@ class CrossBlock(nn.Module):
 
 class CrossAttentionFusion(Fusion):
     def __init__(self, in_dims: Mapping[str, int], width: int, heads: int, layers: int, dropout: float,
-                 max_tokens: int, hidden_dim: int):
+                 max_tokens: int, hidden_dim: int, pooled_product: bool = False):
         super().__init__()
+        self.pooled_product = pooled_product
         self.modalities = sorted(in_dims)
         self.query = "text" if "text" in in_dims else self.modalities[0]
         self.tokens = TokenProjection(in_dims, width, max_tokens)
         self.query_blocks = nn.ModuleList([CrossBlock(width, heads, dropout) for _ in range(layers)])
         self.context_blocks = nn.ModuleList([CrossBlock(width, heads, dropout) for _ in range(layers)])
-        self.mlp = mlp(2 * width, hidden_dim, dropout)
+        self.mlp = mlp((3 if pooled_product else 2) * width, hidden_dim, dropout)
         self.out_dim = hidden_dim
 
     def forward(self, encoded: Mapping[str, Encoded],
@@ -61,4 +73,7 @@ class CrossAttentionFusion(Fusion):
         c_keep = torch.cat([k for _, k in others], dim=1)                            # [B, Tc]
         for query_block, context_block in zip(self.query_blocks, self.context_blocks):
             q, c = query_block(q, c, c_keep), context_block(c, q, q_keep)            # both from the old streams
-        return self.mlp(torch.cat([masked_mean(q, q_keep), masked_mean(c, c_keep)], dim=-1))
+        pooled = [masked_mean(q, q_keep), masked_mean(c, c_keep)]                     # [B, W] each
+        if self.pooled_product:
+            pooled.append(pooled[0] * pooled[1])                                      # ViLBERT's h_CLS * h_IMG
+        return self.mlp(torch.cat(pooled, dim=-1))

@@ -7,6 +7,7 @@
     each (base64 image + audio, text): requests per second, p50 and p99 latency, requests per model call.
 
     python scripts/benchmark_bundle.py --out bench-bundle     # trains the default demo run first (seed 42)
+    make demo && python scripts/benchmark_bundle.py --run outputs/demo --csv data/demo/demo.csv --out bench-bundle
 """
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench-bundle"))
     parser.add_argument("--run", type=Path, help="an existing run folder (default: train the demo run into OUT/run)")
+    parser.add_argument("--csv", type=Path, help="the rows to predict (default: the demo CSV the run trained on)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--single", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8)
@@ -112,7 +114,7 @@ def main() -> None:
     bundle = args.out / "bundle"
     if not (bundle / "bundle.json").is_file():
         export_bundle(Path(run) / "checkpoints" / "best.ckpt", bundle)
-    csv = args.out / "demo" / "demo.csv"
+    csv = args.csv or args.out / "demo" / "demo.csv"
     rows = pd.read_csv(csv, dtype=str, keep_default_na=False)
     torch_model, onnx_model = load(run, device="cpu", num_workers=0), load_bundle(bundle)
     torch_batch = best_of(args.repeats, lambda: torch_model.predict(csv))

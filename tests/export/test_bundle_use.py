@@ -251,3 +251,21 @@ def test_eight_concurrent_clients_get_every_answer_and_share_model_calls(shipped
     print(f"\n8 clients x {REQUESTS} requests: {8 * REQUESTS / seconds:.0f} requests/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
           f"{(served['requests'] - before['requests']) / (served['model_calls'] - before['model_calls']):.1f} "
           f"requests per model call")
+
+
+def test_a_model_no_exporter_takes_is_one_line_naming_its_parts(shipped, tmp_path, monkeypatch):
+    import torch
+
+    from crossmodal_cli.exporting import export_bundle
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("an operator the exporter does not know\nand more detail")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(CrossmodalError) as caught:
+        export_bundle(shipped[1] / "checkpoints" / "best.ckpt", tmp_path / "b")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("cannot export this model (encoders image: TinyCNN, text: ")
+    assert "AttentionFusion; task Classification" in message
+    assert "dynamo: RuntimeError: an operator the exporter does not know; torchscript: RuntimeError" in message
+    assert not (tmp_path / "b" / "bundle.json").exists()

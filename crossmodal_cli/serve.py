@@ -3,12 +3,15 @@
   GET  /health            {"status": "ok"}
   GET  /metadata          the bundle's card.json, and the input columns
   POST /predict           {"rows": [{COLUMN: value, …}, …]}: text as a string, image and audio as base64 (a
-                          `data:…;base64,` prefix is allowed); returns {"predictions": [{row, line, predicted, …}]}
+                          `data:…;base64,` prefix is allowed), null (or blank text) for a missing input;
+                          returns {"predictions": [{row, predicted, prob_CLASS, …}]}
   POST /predict/upload    multipart form: one row, text columns as fields, image/audio columns as files
 
 Requests are batched: rows waiting together (up to max_batch rows, for at most max_wait_ms) go through the model in
-one call. A bad request (not JSON, no rows, a missing column, a wrong type, invalid base64, an undecodable image or
-audio, a body over max_body_mb) gets a 4xx with a one-line reason; it never takes the server down. The server never
+one call. A missing input follows the checkpoint's data.on_missing: zero masks it, drop leaves the row out of the
+answer, error refuses the request. A bad request (not JSON, no rows, a missing column, a wrong type, invalid base64,
+an image or audio that does not decode, a body over max_body_mb) gets a 4xx with a one-line reason; it never takes the
+server down. The server never
 reads paths a client sends: image and audio arrive as bytes. Torch-free (tested): only the runtime's packages.
 """
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations (Request) as objects
@@ -130,6 +133,8 @@ def create_app(bundle: Bundle, max_batch: int = 32, max_wait_ms: float = 5, max_
 
     app = FastAPI(title="crossmodal bundle", description=bundle.card.get("predicts", ""))
     batcher = Batcher(bundle, max_batch, max_wait_ms / 1000)
+    on_missing = bundle.spec.get("on_missing", "error")  # the checkpoint's: a null input is masked (zero), leaves
+                                                         # its row out (drop) or is a 422 (error)
     limit = int(max_body_mb * 2**20)
 
     def refuse(status: int, message: str) -> JSONResponse:
@@ -137,14 +142,22 @@ def create_app(bundle: Bundle, max_batch: int = 32, max_wait_ms: float = 5, max_
 
     async def predict_frame(frame: pd.DataFrame) -> dict:
         loop = asyncio.get_running_loop()
-        try:
-            feed, keep, _ = await loop.run_in_executor(None, bundle.arrays, frame, None, "error")
-        except CrossmodalError as err:
-            raise BadRequest(str(err).replace("row at line ", "row ")) from None
-        outputs = await batcher.submit(feed)
-        lines = np.arange(len(frame))
-        table = prediction_frame(bundle.spec["task"], outputs, lines)
-        table.insert(0, "row", lines)
+        feed, keep, reasons = await loop.run_in_executor(None, bundle.arrays, frame, None, "zero")
+        for modality, column in bundle.columns.items():
+            for i, why in enumerate(reasons[modality]):
+                if why and modality != "text" and frame[column].iloc[i] is not None:  # sent but unusable
+                    raise BadRequest(f"rows[{i}].{column}: {why}")
+                if why and on_missing == "error":
+                    raise BadRequest(f"rows[{i}].{column} is null and this bundle's on_missing=error; send the "
+                                     f"input (its checkpoint was trained with data.on_missing=error)")
+        if on_missing == "drop":
+            keep &= np.all([feed[f"has_{m}"] for m in bundle.columns], axis=0)
+        if not keep.any():
+            raise BadRequest("no row has a usable input to predict from")
+        outputs = await batcher.submit({name: values[keep] for name, values in feed.items()})
+        rows = np.flatnonzero(keep)  # with on_missing=drop, the rows left out are absent from the answer
+        table = prediction_frame(bundle.spec["task"], outputs, rows)
+        table.insert(0, "row", rows)
         return {"predictions": _records(table)}
 
     async def guarded(make) -> JSONResponse:

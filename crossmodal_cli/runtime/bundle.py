@@ -51,18 +51,17 @@ class Bundle:
         """{modality: the input column it reads}."""
         return {m: self.spec["columns"][m] for m in self.spec["modalities"]}
 
-    def frame(self, rows: Any, root: str | None = None) -> tuple[pd.DataFrame, str | None]:
-        """rows as a DataFrame of the input columns, and the folder relative paths resolve against."""
-        self.source = "DataFrame"
+    def frame(self, rows: Any, root: str | None = None) -> tuple[pd.DataFrame, str | None, str]:
+        """rows as a DataFrame of the input columns, the folder relative paths resolve against, and where the rows
+        come from (the CSV's path, or "DataFrame")."""
         if isinstance(rows, (str, os.PathLike)):
             path = Path(rows)
-            self.source = str(path.resolve())
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
             frame.index = frame.index + 2  # the CSV line of each row (the header is line 1)
-            return frame, root or str(path.parent.resolve())
+            return frame, root or str(path.parent.resolve()), str(path.resolve())
         frame = pd.DataFrame(list(rows)) if isinstance(rows, list) else rows.copy()
         frame.index = np.arange(len(frame)) + 2  # as cmpredict numbers the rows of a DataFrame
-        return frame, root
+        return frame, root, "DataFrame"
 
     def arrays(self, frame: pd.DataFrame, root: str | None, on_missing: str) -> tuple[dict, np.ndarray, dict]:
         """The model's input arrays for `frame`, which rows are kept, and why a row's modality is missing."""
@@ -108,21 +107,20 @@ class Bundle:
         on_missing = on_missing or self.spec.get("on_missing", "error")
         if on_missing not in ON_MISSING:
             raise CrossmodalError(f"on_missing={on_missing!r}: use error, drop or zero")
-        frame, root = self.frame(rows, root)
+        frame, root, source = self.frame(rows, root)
         feed, keep, _ = self.arrays(frame, root, on_missing)
         if not keep.any():
             raise CrossmodalError("no row has a usable input to predict from")
-        self.root = root
-        return frame, keep, self.run(feed, keep, batch_size)
+        return frame, keep, self.run(feed, keep, batch_size), root, source
 
     def predict(self, rows: Any, *, root: str | None = None, on_missing: str | None = None,
                 batch_size: int = 64) -> pd.DataFrame:
         """cmpredict's table for `rows`: row, line, then the task's prediction columns."""
-        frame, keep, outputs = self.outputs(rows, root, on_missing, batch_size)
+        frame, keep, outputs, root, source = self.outputs(rows, root, on_missing, batch_size)
         lines = frame.index.to_numpy()[keep]
         kept = frame[keep]
-        where = {"row": np.arange(len(kept)), "source": self.source, "line": lines}
-        where.update({m: [describe_cell(v) if in_memory(v) else v if m == "text" else _resolved(v, self.root)
+        where = {"row": np.arange(len(kept)), "source": source, "line": lines}
+        where.update({m: [describe_cell(v) if in_memory(v) else v if m == "text" else _resolved(v, root)
                           for v in kept[c]] for m, c in self.columns.items()})
         return pd.concat([pd.DataFrame(where), prediction_frame(self.spec["task"], outputs, lines)], axis=1)
 
@@ -131,7 +129,7 @@ class Bundle:
         """Retrieval bundles: each row's unit-length image and text embeddings ({"line", "image", "text"})."""
         if self.spec["task"]["kind"] != "retrieval":
             raise CrossmodalError(f"embed() needs a retrieval bundle; this one predicts {self.spec['task']['kind']}")
-        frame, keep, outputs = self.outputs(rows, root, on_missing, batch_size)
+        frame, keep, outputs, _, _ = self.outputs(rows, root, on_missing, batch_size)
         values = unit(outputs["outputs"].astype(np.float32))
         return {"line": frame.index.to_numpy()[keep], "image": values[:, 0], "text": values[:, 1]}
 

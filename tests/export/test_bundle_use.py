@@ -211,6 +211,9 @@ def test_the_server_answers_as_the_runtime_does_and_stays_up_after_bad_requests(
     for body, code, message in bad:
         status, answer = request(server, "POST", "/predict", body, {"Content-Type": "application/json"})
         assert status == code and message in answer["error"] and "\n" not in answer["error"], (status, answer)
+    status, answer = request(server, "POST", "/predict", json.dumps({"rows": [{**rows[0], "text": None}, rows[1]]})
+                             .encode(), {"Content-Type": "application/json"})  # on_missing=zero: masked
+    assert status == 200 and [p["row"] for p in answer["predictions"]] == [0, 1], answer
     assert request(server, "GET", "/health") == (200, {"status": "ok"})
     status, meta = request(server, "GET", "/metadata")
     assert status == 200 and meta["columns"] == {"image": "image_path", "text": "text", "audio": "audio_path"}

@@ -29,6 +29,7 @@ from torch import nn
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.factory import Rebuilt
 from crossmodal_cli.pipeline.inputs import audio_rate, image_input
+from crossmodal_cli.tasks.multitask import MultiTask
 
 log = logging.getLogger(__name__)
 TOLERANCE = 1e-4  # the largest difference between the ONNX and PyTorch outputs a bundle may have
@@ -40,7 +41,7 @@ class Graph(nn.Module):
     def __init__(self, rebuilt: Rebuilt):
         super().__init__()
         self.model, self.task, self.modalities = rebuilt.model, rebuilt.task, list(rebuilt.modalities)
-        self.heads = list(self.task.tasks) if hasattr(self.task, "tasks") else None
+        self.heads = list(self.task.tasks) if isinstance(self.task, MultiTask) else None  # one output per column
 
     def forward(self, *arrays: torch.Tensor):
         named = dict(zip(input_names(self.modalities), arrays))

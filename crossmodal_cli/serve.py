@@ -19,6 +19,7 @@ reads paths a client sends: image and audio arrive as bytes. Torch-free (tested)
 import asyncio
 import base64
 import binascii
+import json
 import sys
 from typing import Any
 
@@ -189,7 +190,7 @@ def create_app(bundle: Bundle, max_batch: int = 32, max_wait_ms: float = 5, max_
         async def answer():
             body = await _body(request, limit)
             try:
-                payload = __import__("json").loads(body)
+                payload = json.loads(body)
             except ValueError as err:
                 raise BadRequest(f"the body is not JSON ({err})", 400) from None
             if not isinstance(payload, dict) or "rows" not in payload:

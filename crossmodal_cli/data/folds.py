@@ -16,12 +16,12 @@ from crossmodal_cli.errors import CrossmodalError
 def fold_numbers(strata: pd.Series | None, rows: int, folds: int, seed: int) -> np.ndarray:
     """Each row's fold (0..folds-1): within every stratum the rows are shuffled (seeded) and dealt round-robin,
     continuing where the previous stratum stopped, so the folds differ in size by at most one row."""
-    keys = strata.to_numpy() if strata is not None else np.zeros(rows, dtype=int)
+    keys = pd.Series(strata.to_numpy() if strata is not None else np.zeros(rows, dtype=int), dtype=object)
     rng = np.random.default_rng(seed)
     numbers = np.empty(rows, dtype=int)
     start = 0
-    for key in pd.unique(pd.Series(keys, dtype=object).sort_values(kind="stable")):
-        members = rng.permutation(np.flatnonzero(pd.Series(keys, dtype=object).to_numpy() == key))
+    for key in pd.unique(keys.sort_values(kind="stable")):
+        members = rng.permutation(np.flatnonzero((keys == key).to_numpy()))
         numbers[members] = (start + np.arange(len(members))) % folds
         start = (start + len(members)) % folds
     return numbers

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from crossmodal_cli.data.cells import describe_cell, in_memory
+from crossmodal_cli.data.csvfile import FIRST_ROW_LINE, read_csv
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.runtime.decode import prediction_frame, unit
 from crossmodal_cli.runtime.inputs import Inputs, load_tokenizer
@@ -54,13 +55,14 @@ class Bundle:
     def frame(self, rows: Any, root: str | None = None) -> tuple[pd.DataFrame, str | None, str]:
         """rows as a DataFrame of the input columns, the folder relative paths resolve against, and where the rows
         come from (the CSV's path, or "DataFrame")."""
-        if isinstance(rows, (str, os.PathLike)):
+        if isinstance(rows, (str, os.PathLike)):  # the toolkit's reader: rows indexed by their CSV line
             path = Path(rows)
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
-            frame.index = frame.index + 2  # the CSV line of each row (the header is line 1)
-            return frame, root or str(path.parent.resolve()), str(path.resolve())
+            return read_csv(path), root or str(path.parent.resolve()), str(path.resolve())
+        if not isinstance(rows, (list, pd.DataFrame)):
+            raise CrossmodalError(f"rows: expected a CSV path, a pandas DataFrame or a list of {{column: value}} "
+                                  f"dicts, got {type(rows).__name__}")
         frame = pd.DataFrame(list(rows)) if isinstance(rows, list) else rows.copy()
-        frame.index = np.arange(len(frame)) + 2  # as cmpredict numbers the rows of a DataFrame
+        frame.index = np.arange(len(frame)) + FIRST_ROW_LINE  # as cmpredict numbers the rows of a DataFrame
         return frame, root, "DataFrame"
 
     def arrays(self, frame: pd.DataFrame, root: str | None, on_missing: str) -> tuple[dict, np.ndarray, dict]:

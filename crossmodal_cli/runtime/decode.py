@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from crossmodal_cli.errors import CrossmodalError
+
 
 def columns(kind: str, state: dict, values: np.ndarray, lines: np.ndarray, separator: str = "|") -> dict:
     """One task's prediction columns for the rows whose outputs are `values` (and CSV lines `lines`). `state`: the
@@ -26,7 +28,9 @@ def columns(kind: str, state: dict, values: np.ndarray, lines: np.ndarray, separ
         return {"predicted": values}
     if kind == "retrieval":
         return retrieval_columns(values, lines)
-    raise ValueError(f"unknown task kind {kind!r} in the bundle")
+    raise CrossmodalError(f"bundle.json: task kind {kind!r} is not one this runtime decodes (classification, "
+                          f"multilabel, regression, retrieval, multitask); export the checkpoint again with this "
+                          f"version")
 
 
 def retrieval_columns(values: np.ndarray, lines: np.ndarray, k: int = 5) -> dict:

@@ -66,8 +66,8 @@ def give_back(study, number: int, params: dict, why: str) -> None:
 class Lease:
     """A thread that writes the time into the trials this process runs, every `seconds`, until stopped."""
 
-    def __init__(self, study, seconds: float):
-        self.study, self.seconds = study, seconds
+    def __init__(self, storage, seconds: float):
+        self.storage, self.seconds = storage, seconds
         self.trials: dict[int, int] = {}  # number -> trial id
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -92,7 +92,7 @@ class Lease:
 
     def beat(self, trial_id: int) -> None:
         try:
-            self.study._storage.set_trial_system_attr(trial_id, BEAT, time.time())
+            self.storage.set_trial_system_attr(trial_id, BEAT, time.time())
         except Exception as err:  # the trial finished meanwhile (a finished trial's attributes are frozen)
             log.debug("heartbeat of trial id %d: %s", trial_id, err)
 

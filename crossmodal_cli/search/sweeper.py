@@ -68,7 +68,7 @@ class Search:
         studies.retry_stale(study, float(self.s.grace_seconds))
         log.info("Optuna study '%s' in %s: %d trials so far, %d wanted (hydra.sweeper.n_trials); searching %s",
                  self.s.study_name, self.storage_spec, started, self.s.n_trials, ", ".join(searched))
-        with studies.Lease(study, float(self.s.heartbeat_seconds)) as lease:
+        with studies.Lease(self.storage, float(self.s.heartbeat_seconds)) as lease:
             while True:
                 trials = study.get_trials(deepcopy=False)
                 again = {t.user_attrs.get(studies.RETRY_OF) for t in trials}  # counted once, as their retry

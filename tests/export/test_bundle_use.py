@@ -116,6 +116,10 @@ def test_runtime_mistakes_are_one_line(shipped, tmp_path):
     assert len(dropped) == len(pd.read_csv(csv)) - 3
     with pytest.raises(CrossmodalError, match="not an exported bundle"):
         load_bundle(tmp_path)
+    with pytest.raises(CrossmodalError, match="nope.csv: CSV file not found"):
+        load_bundle(bundle).predict(tmp_path / "nope.csv")
+    with pytest.raises(CrossmodalError, match="rows: expected a CSV path, a pandas DataFrame or a list"):
+        load_bundle(bundle).predict(42)
 
 
 def test_cmexport_writes_a_bundle_and_its_mistakes_are_one_line(shipped, tmp_path):

@@ -214,7 +214,8 @@ def test_a_vector_shared_by_all_samples_shifts_the_fused_state_without_shrinking
     fusion = build(name, modalities).eval()
     encoded = inputs(modalities)
     if name == "attention":
-        bias, state = fusion.encoder.layers[-1].linear2.bias, fusion
+        bias = fusion.encoder.layers[-1].linear2.bias      # the [CLS] stream: the output's first `width` entries
+        state = lambda e: fusion(e)[:, :bias.numel()]        # (the pooled products after it are another signal)
     else:
         bias, state = fusion.stages[fusion.order[-1]][-1].bias, lambda e: _state_before_the_final_mlp(fusion, e)
     shift = torch.randn(bias.shape, generator=torch.Generator().manual_seed(1)) * 100

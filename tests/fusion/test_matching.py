@@ -18,6 +18,7 @@ import torch
 from crossmodal_cli.api import fit
 from crossmodal_cli.data.matching import make_matching_data
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.fusion.attention import AttentionFusion
 from crossmodal_cli.fusion.cross_attention import CrossAttentionFusion
 
 INTERACTION = ["product", "bilinear", "attention", "cross_attention", "gated"]
@@ -57,9 +58,45 @@ def test_cross_attention_without_pooled_product_is_the_earlier_form_that_old_che
     assert earlier.mlp[0].in_features == 16 and current.mlp[0].in_features == 24
     current.load_state_dict({**earlier.state_dict(), "mlp.0.weight": torch.cat(
         [earlier.mlp[0].weight.detach(), torch.zeros(12, 8)], dim=1)})
-    padding = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
-    encoded = {"image": Encoded(pooled=torch.randn(3, 16), tokens=torch.randn(3, 4, 16)),
-               "text": Encoded(pooled=torch.randn(3, 8), tokens=torch.randn(3, 5, 8), mask=padding)}
+    encoded = small_batch()
     earlier.eval(), current.eval()
     # with a zero weight on the product the current form computes exactly what the earlier one does
     assert torch.allclose(earlier(encoded), current(encoded))
+
+
+def small_batch() -> dict[str, Encoded]:
+    """Three rows of image [3, 4, 16] and text [3, 5, 8] tokens, the text padded differently in each row."""
+    padding = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4])
+    return {"image": Encoded(pooled=torch.randn(3, 16), tokens=torch.randn(3, 4, 16)),
+            "text": Encoded(pooled=torch.randn(3, 8), tokens=torch.randn(3, 5, 8), mask=padding)}
+
+
+def test_cross_attention_without_product_to_head_is_the_form_before_it():
+    """The product reaching the head adds no parameter: a checkpoint from before it loads into the current form,
+    whose output starts with the earlier output (the MLP's) and goes on with the product; without the key (a stored
+    config from before it) the earlier form is rebuilt."""
+    torch.manual_seed(0)
+    dims = {"image": 16, "text": 8}
+    args = dict(width=8, heads=2, layers=1, dropout=0.0, max_tokens=4, hidden_dim=12, pooled_product=True)
+    earlier, current = CrossAttentionFusion(dims, **args), CrossAttentionFusion(dims, **args, product_to_head=True)
+    assert earlier.out_dim == 12 and current.out_dim == 20
+    current.load_state_dict(earlier.state_dict())
+    encoded = small_batch()
+    earlier.eval(), current.eval()
+    assert torch.allclose(earlier(encoded), current(encoded)[:, :12])
+
+
+def test_attention_without_pooled_product_is_the_earlier_form_that_old_checkpoints_hold():
+    """The pooled products add no parameter: an earlier checkpoint loads into the current form, whose output
+    starts with the earlier one (the [CLS] token) and goes on with the product; the code default (a stored config
+    without the key) rebuilds the earlier form."""
+    torch.manual_seed(0)
+    dims, args = {"image": 16, "text": 8}, dict(width=8, depth=1, heads=2, dropout=0.0, max_tokens=4)
+    earlier, current = AttentionFusion(dims, **args), AttentionFusion(dims, **args, pooled_product=True)
+    assert earlier.out_dim == 8 and current.out_dim == 16
+    current.load_state_dict(earlier.state_dict())
+    encoded = small_batch()
+    earlier.eval(), current.eval()
+    assert torch.allclose(earlier(encoded), current(encoded)[:, :8])
+    three = AttentionFusion({**dims, "audio": 4}, **args, pooled_product=True)
+    assert three.out_dim == 8 * 4                                  # [CLS] + audio*image, audio*text, image*text

@@ -7,8 +7,9 @@ the task's outputs (probabilities, values in the label's units, retrieval's [B, 
 checkpoint one output per label column), with a dynamic batch axis. Texts are padded to data.text.max_length (the
 padding is masked, so the outputs equal those of the training pipeline's padding to the batch's longest text): a
 static token axis exports every encoder and fusion, also those that cut or specialise on the token count. torch's dynamo exporter is
-tried first, the TorchScript exporter second; a part neither can export is named in one line. Before the bundle is
-written the graph is run with onnxruntime on a synthetic batch and compared with the PyTorch model.
+tried first, the TorchScript exporter second; a part neither can export is named in one line. Adapters (LoRA, LoHa,
+LoKr) are merged into their base weights first, so the graph holds plain layers and no adapter operations. Before
+the bundle is written the graph is run with onnxruntime on a synthetic batch and compared with the PyTorch model.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from crossmodal_cli.encoders.adapters import merge_adapters
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.factory import Rebuilt
 from crossmodal_cli.pipeline.inputs import audio_rate, image_input
@@ -153,8 +155,12 @@ def quiet():
 
 
 def export_onnx(rebuilt: Rebuilt, folder: Path) -> dict:
-    """model.onnx into `folder`, checked; returns {"exporter", "max_abs_difference", "inputs", "outputs"}."""
+    """model.onnx into `folder`, checked; returns {"exporter", "max_abs_difference", "inputs", "outputs"}. The
+    model's adapters are merged into its weights here (in place: the model computes the same, as plain layers)."""
     rebuilt.model.eval()
+    merged = merge_adapters(rebuilt.model)
+    if merged:
+        log.info("adapters merged into the weights of %d layers", merged)
     graph = Graph(rebuilt).eval()
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings(), quiet():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracing notes, not the user's business

@@ -18,8 +18,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 
 from crossmodal_cli.encoders import Encoder, require_encoder
+from crossmodal_cli.encoders.adapters import add_adapters
+from crossmodal_cli.encoders.checkpointing import enable_checkpointing
 from crossmodal_cli.engine.checkpoint import stored_config, task_state
 from crossmodal_cli.errors import CrossmodalError
+from crossmodal_cli.features import refuse_adapters
 from crossmodal_cli.fusion import Fusion
 from crossmodal_cli.model import MultimodalModel, Transfer
 from crossmodal_cli.pipeline.inputs import audio_rate, image_input
@@ -29,6 +32,7 @@ from crossmodal_cli.tasks.base import Task
 
 log = logging.getLogger(__name__)
 TRANSFER_KEYS = ("freeze", "unfreeze_at_epoch", "lr_scale", "layer_decay")  # read here, not by the encoder
+ADAPTATION_KEYS = ("lora", "gradient_checkpointing")  # applied here to the built encoder (`adapt_encoder`)
 SPEC_KEYS = ("image_size", "resize")  # declared for the data pipeline; passed on only where the encoder takes them
 RUNTIME_SPEC_KEYS = ("sample_rate",)  # declared in the YAML, passed at run time as the effective value
 FUSED_OPTIMIZERS = ("torch.optim.AdamW", "torch.optim.Adam", "torch.optim.SGD")
@@ -51,6 +55,12 @@ def encoder_node(cfg: RunSettings, modality: str, *, rebuild: bool = False) -> t
     `rebuild` (from a checkpoint): no weights file is read, the checkpoint's state dict follows."""
     node = copy.deepcopy(cfg.encoder[modality])
     policy = Transfer(**{k: node.pop(k) for k in TRANSFER_KEYS if k in node})
+    lora = node.get("lora") or {}
+    if policy.freeze and lora.get("r"):
+        raise CrossmodalError(f"encoder.{modality}.lora.r={lora['r']} with encoder.{modality}.freeze=true: choose one "
+                              f"(adapters train while the encoder's weights stay fixed; freeze trains nothing in it)")
+    for key in ADAPTATION_KEYS:
+        node.pop(key, None)
     accepted = _parameters(node.get("_target_"))
     for key in SPEC_KEYS:
         if key in node and key not in accepted:
@@ -69,6 +79,18 @@ def _parameters(target: str | None) -> set[str]:
         return set(inspect.signature(get_object(target)).parameters)
     except Exception:  # an unimportable target fails with its own one-line error when instantiated
         return set()
+
+
+def adapt_encoder(encoder: Encoder, cfg: RunSettings, modality: str) -> Encoder:
+    """The encoder's `lora` adapters (r > 0; encoders/adapters.py) and `gradient_checkpointing`
+    (encoders/checkpointing.py), applied in place after it is built: in a new run and when a checkpoint is rebuilt
+    alike, so the stored state dict (adapters included) loads into the same modules."""
+    node = cfg.encoder[modality]
+    if (node.get("lora") or {}).get("r"):
+        add_adapters(encoder, node["lora"], f"encoder.{modality}.lora")
+    if node.get("gradient_checkpointing"):
+        enable_checkpointing(encoder, f"encoder.{modality}.gradient_checkpointing")
+    return encoder
 
 
 def encoder_runtime(cfg: RunSettings, tokenizer) -> dict[str, dict]:
@@ -100,8 +122,9 @@ def build_model(cfg: RunSettings, modalities: Sequence[str], task: Task, tokeniz
         node, transfer[m] = encoder_node(cfg, m, rebuild=architectures is not None)
         stored = (architectures or {}).get(m)
         extra = {"architecture": json.loads(stored)} if stored else {}
-        encoders[m] = require_encoder(instantiate_node(node, f"encoder/{m}", **runtime[m], **extra), f"encoder/{m}",
-                                      node.get("_target_"))
+        encoder = require_encoder(instantiate_node(node, f"encoder/{m}", **runtime[m], **extra), f"encoder/{m}",
+                                  node.get("_target_"))
+        encoders[m] = adapt_encoder(encoder, cfg, m)
     in_dims = {m: e.out_dim for m, e in encoders.items()}
     if task.uses_fusion:
         fusion = require_fusion(instantiate_node(cfg.fusion, "fusion", in_dims=in_dims), cfg.fusion.get("_target_"))
@@ -202,6 +225,18 @@ def _dry_build(node: Mapping[str, Any], where: str, **runtime: Any) -> Any:
     return None
 
 
+def _dry_adapt(encoder: Encoder, cfg: RunSettings, modality: str) -> None:
+    """`adapt_encoder` on the meta-device encoder: target modules matching nothing, a method that cannot adapt
+    them, an encoder that cannot checkpoint: one line before any data is read."""
+    try:
+        with torch.device("meta"):
+            adapt_encoder(encoder, cfg, modality)
+    except CrossmodalError:
+        raise
+    except Exception:  # an operation the meta device does not support: left to the real build
+        pass
+
+
 def _dry_forward_image(encoder: Encoder, cfg: RunSettings) -> None:
     """One forward pass on the meta device (shapes only): an image size too small for the encoder's
     downsampling is one line now, not a traceback at the first training step."""
@@ -228,11 +263,14 @@ def check_buildable(cfg: RunSettings, modalities: Sequence[str]) -> Task:
     widths = {}
     for m in modalities:
         node = encoder_node(cfg, m)[0]
+        if cfg.trainer.feature_cache and (cfg.encoder[m].get("lora") or {}).get("r"):
+            refuse_adapters(m, cfg.encoder[m]["lora"]["r"])
         encoder = _dry_build(node, f"encoder/{m}", **runtime[m])
         if encoder is None:  # the meta device could not build it: a stand-in width, the real build judges it
             widths[m] = 8
             continue
         widths[m] = int(require_encoder(encoder, f"encoder/{m}", node.get("_target_")).out_dim)
+        _dry_adapt(encoder, cfg, m)
         if m == "image":
             _dry_forward_image(encoder, cfg)
     fusion = _dry_build(cfg.fusion, "fusion", in_dims=widths)

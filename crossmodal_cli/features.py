@@ -33,6 +33,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from crossmodal_cli.encoders import Encoded
+from crossmodal_cli.encoders.adapters import has_adapters
+from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.data.cachefiles import entry_key, input_identity, locked
 from crossmodal_cli.data.collate import collate_targets
 
@@ -158,9 +160,19 @@ def _stack(parts: list[Encoded]) -> Encoded:
     return Encoded(pooled=torch.cat([p.pooled for p in parts]), tokens=torch.cat(tokens), mask=torch.cat(masks))
 
 
+def refuse_adapters(modality: str, rank: int | None) -> None:
+    """An encoder with adapters trains (its outputs change every step): its features cannot be cached."""
+    raise CrossmodalError(f"trainer.feature_cache=true: encoder.{modality}.lora.r={rank or '(> 0)'} adds adapters that train, so "
+                          f"its features cannot be cached; set encoder.{modality}.lora.r=0 (and freeze=true) or "
+                          f"trainer.feature_cache=false")
+
+
 @torch.no_grad()
 def encode_all(encoder: nn.Module, loader, modality: str, device: torch.device, autocast) -> Encoded:
-    """Run a frozen encoder over a loader of one modality: Encoded on the CPU, in the loader's order."""
+    """Run a frozen encoder over a loader of one modality: Encoded on the CPU, in the loader's order. An encoder
+    with adapters is refused (`refuse_adapters`)."""
+    if has_adapters(encoder):
+        refuse_adapters(modality, None)
     encoder.eval()
     parts = []
     for batch in loader:

@@ -76,11 +76,14 @@ class MultimodalModel(nn.Module, EpochScheduled):
             if policy.freeze:
                 self.set_frozen(m, True)
 
-    def parameter_counts(self) -> dict[str, int]:
-        """{"total", "encoder/MODALITY", "fusion", "head"}: parameter counts, for logs and metrics.json."""
+    def parameter_counts(self) -> dict:
+        """Parameter counts, for logs and metrics.json: {"total", "trainable", "encoder/MODALITY", "fusion", "head",
+        "encoders": {MODALITY: {"total", "trainable"}}}. Trainable = requires_grad now: a frozen encoder's are
+        not, an encoder with adapters only its adapters' (its base weights stay fixed)."""
         counts = {f"encoder/{m}": _count(e) for m, e in self.encoders.items()}
         counts.update(fusion=_count(self.fusion) if self.fusion is not None else 0, head=_count(self.head))
-        return {"total": _count(self), **counts}
+        encoders = {m: {"total": _count(e), "trainable": _count(e, trainable=True)} for m, e in self.encoders.items()}
+        return {"total": _count(self), "trainable": _count(self, trainable=True), **counts, "encoders": encoders}
 
     # ---- transfer learning -----------------------------------------------------------------------------------
 
@@ -171,5 +174,5 @@ class MultimodalModel(nn.Module, EpochScheduled):
         return {m: final[:, i] for i, m in enumerate(names)}
 
 
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def _count(module: nn.Module, trainable: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)

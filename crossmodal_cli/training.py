@@ -25,9 +25,11 @@ from crossmodal_cli.engine.loop import Trainer
 from crossmodal_cli.engine.reporting import RunReporter, metrics_table, run_hparams, write_json
 from crossmodal_cli.engine.runtime import (make_deterministic, resolve_device, resolve_precision, seed_everything,
                                            speed_settings)
-from crossmodal_cli.factory import architectures_of, build_model, build_optimizer, build_scheduler, build_task
+from crossmodal_cli.encoders import require_encoder
+from crossmodal_cli.factory import (architectures_of, build_model, build_optimizer, build_scheduler, build_task,
+                                    encoder_node, encoder_runtime, instantiate_node)
 from crossmodal_cli.pipeline.data import absolute_data_paths, load_data
-from crossmodal_cli.pipeline.inputs import build_tokenizer
+from crossmodal_cli.pipeline.inputs import build_tokenizer, pin_image_input
 from crossmodal_cli.pipeline.loaders import check_feature_cache, make_loaders
 from crossmodal_cli.settings import to_values
 from crossmodal_cli.settings.run import RunSettings
@@ -51,6 +53,7 @@ def run_training(cfg: RunSettings, run_dir: Path, resume: dict | None = None, pr
     with distributed.rank_zero_first():
         table = load_data(cfg.data, modalities, cfg.seed, task)
     cfg = dataclasses.replace(cfg, modalities=table.modalities)  # stored resolved: cmeval rebuilds these encoders
+    cfg = pin_image_input(cfg)  # an encoder's folder-declared image input, stored so the folder is not needed again
     check_feature_cache(cfg, table.modalities)
     tokenizer = _tokenizer(cfg, table, resume)
     if distributed.is_main():
@@ -62,6 +65,8 @@ def run_training(cfg: RunSettings, run_dir: Path, resume: dict | None = None, pr
 
     model = build_model(cfg, table.modalities, task, tokenizer, architectures=resume.get("encoders") if resume else None)
     model.to(device)
+    if not resume and task.initialise(model, TextTower(cfg, model, tokenizer, device)) and distributed.is_main():
+        write_json(run_dir / "labels.json", task.state())  # what the pretrained encoders decided
     speed_settings(model, cfg.trainer, device, precision)
     if distributed.world_size() > 1:  # same initial weights (DDP broadcasts rank 0's); each rank its own dropout
         torch.manual_seed(cfg.seed + 1_000_003 * distributed.rank())
@@ -116,11 +121,44 @@ def _tokenizer(cfg: RunSettings, table, resume: dict | None):
     return build_tokenizer(cfg, table.splits["train"]["text"].tolist())
 
 
+class TextTower:
+    """`Task.initialise`'s `embed_texts`: texts -> unit joint-space embeddings [N, E] by the run's text encoder
+    (the model's, else one built from encoder.text with its folder's tokenizer, on first use: zero-shot classifies
+    images with a text tower the model does not hold) and its joint projection (encoders/clip.py)."""
+
+    def __init__(self, cfg: RunSettings, model, tokenizer, device: torch.device):
+        self.cfg, self.model, self.tokenizer, self.device = cfg, model, tokenizer, device
+        self._encoder = model.encoders["text"] if "text" in model.encoders else None
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            self.tokenizer = self.tokenizer or build_tokenizer(self.cfg, [])
+            node = encoder_node(self.cfg, "text")[0]
+            built = instantiate_node(node, "encoder/text", **encoder_runtime(self.cfg, self.tokenizer)["text"])
+            self._encoder = require_encoder(built, "encoder/text", node.get("_target_")).to(self.device)
+        return self._encoder
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        encoder = self.encoder
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.cfg.data.text.max_length,
+                                return_tensors="pt", return_token_type_ids=False)
+        training = encoder.training
+        encoder.eval()
+        pooled = encoder({k: v.to(self.device) for k, v in tokens.items()}).pooled.float()   # [N, D]
+        encoder.train(training)
+        projection = encoder.joint_space().projection.to(self.device)                      # [E, D]
+        return torch.nn.functional.normalize(pooled @ projection.T, dim=-1)
+
+
 def _log_model(cfg: RunSettings, model, device, precision: str, workers: int) -> None:
     counts = model.parameter_counts()
-    log.info("model: %s fusion, %.2fM parameters (fusion %.2fM); device %s, precision %s, %d workers",
-             cfg.fusion["_target_"].rsplit(".", 1)[-1], counts["total"] / 1e6, counts["fusion"] / 1e6, device,
-             precision, workers)
+    log.info("model: %s fusion, %.2fM parameters, %.2fM trainable (fusion %.2fM; %s); device %s, precision %s, "
+             "%d workers", cfg.fusion["_target_"].rsplit(".", 1)[-1], counts["total"] / 1e6, counts["trainable"] / 1e6,
+             counts["fusion"] / 1e6, ", ".join(f"encoder {m} {c['trainable'] / 1e6:.2f}M of {c['total'] / 1e6:.2f}M "
+                                                f"trainable" for m, c in counts["encoders"].items()),
+             device, precision, workers)
     if distributed.is_distributed():
         log.info("torchrun: %d processes (backend %s); global batch %d = %d per process", distributed.world_size(),
                  distributed.backend(), cfg.trainer.batch_size, distributed.local_batch(cfg.trainer.batch_size))

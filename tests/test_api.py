@@ -107,8 +107,8 @@ def test_fit_on_a_dataframe_with_in_memory_images_keeps_its_data_in_the_run(tmp_
 
 
 def test_mistakes_are_one_line_errors(tmp_path):
-    with pytest.raises(CrossmodalError, match=r"^trainer.max_epochs=0: must be a whole number >= 1"):
-        fit(overrides=["trainer.max_epochs=0"], run_dir=tmp_path / "a")
+    with pytest.raises(CrossmodalError, match=r"^trainer.max_epochs=-1: must be a whole number >= 0"):
+        fit(overrides=["trainer.max_epochs=-1"], run_dir=tmp_path / "a")
     assert not (tmp_path / "a" / "checkpoints").exists()
     with pytest.raises(CrossmodalError, match=r"^overrides: "):
         fit(overrides=["fusion=no_such_fusion"], run_dir=tmp_path / "b")
@@ -144,8 +144,8 @@ def test_a_mistyped_value_is_refused_before_torch_is_imported():
             "from crossmodal_cli.config.startup import check_train\nfrom crossmodal_cli.errors import CrossmodalError\n"
             "from crossmodal_cli.paths import config_dir\n"
             "with initialize_config_dir(config_dir=config_dir(), version_base='1.3'):\n"
-            "    cfg = compose('train', overrides=['trainer.max_epochs=0'])\n"
+            "    cfg = compose('train', overrides=['trainer.max_epochs=-1'])\n"
             "try:\n    check_train(cfg)\nexcept CrossmodalError as err:\n    print(err)\n"
             "print([m for m in ('torch', 'torchmetrics', 'transformers') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.stdout.splitlines() == ["trainer.max_epochs=0: must be a whole number >= 1", "[]"], proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == ["trainer.max_epochs=-1: must be a whole number >= 0", "[]"], proc.stderr[-2000:]

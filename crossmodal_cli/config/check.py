@@ -234,7 +234,7 @@ def check_target(key: str, node: Any, spec: Target) -> None:
         if name in spec.runtime and name not in spec.own:
             raise CrossmodalError(f"{key}.{name}: set by crossmodal at run time; remove it from the config")
         if name in ranged:
-            check_value(f"{key}.{name}", value, ranged[name])
+            check_field(f"{key}.{name}", value, ranged[name])  # a nested group (encoder.<m>.lora) key by key
         elif name in types_:
             check_value(f"{key}.{name}", value, types_[name])
     for name, p in params.items():

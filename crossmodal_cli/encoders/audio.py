@@ -11,6 +11,7 @@ import torchaudio
 from torch import nn
 
 from crossmodal_cli.encoders.base import Encoded, Encoder, stem_blocks_rest
+from crossmodal_cli.encoders.checkpointing import run_blocks
 from crossmodal_cli.encoders.weights import (config_dict, first_line, hf_blocks, hf_config, hf_folder, hf_model,
                                              plain)
 from crossmodal_cli.errors import CrossmodalError
@@ -38,6 +39,11 @@ class MelCNN(Encoder):
         self.body = nn.Sequential(*layers)
         self.norm = nn.BatchNorm2d(1)
         self.out_dim = c_in
+        self.checkpointing = False
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each conv block's activations in the backward pass (encoders/checkpointing.py)."""
+        self.checkpointing = True
 
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, N] -> [B, 1, n_mels, frames], computed in fp32 even under autocast."""
@@ -45,7 +51,8 @@ class MelCNN(Encoder):
             return torch.log(self.mel(wave.float()) + 1e-6).unsqueeze(1)
 
     def forward(self, wave: torch.Tensor) -> Encoded:
-        features = self.body(self.norm(self.log_mel(wave)))  # [B, C, f, t]
+        active = self.checkpointing and self.training and torch.is_grad_enabled()
+        features = run_blocks(self.body, self.norm(self.log_mel(wave)), 4, active)  # [B, C, f, t]
         tokens = features.mean(dim=2).transpose(1, 2)       # [B, t, C]
         return Encoded(pooled=tokens.mean(dim=1), tokens=tokens)
 

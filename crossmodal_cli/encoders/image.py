@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 
 from crossmodal_cli.encoders.base import Encoded, Encoder, stem_blocks_rest
+from crossmodal_cli.encoders.checkpointing import recompute_blocks, run_blocks
 from crossmodal_cli.encoders.weights import load_state, read_state_dict
 from crossmodal_cli.errors import CrossmodalError
 
@@ -47,9 +48,15 @@ class TinyCNN(Encoder):
             c_in = c_out
         self.body = nn.Sequential(*layers)
         self.out_dim = c_in
+        self.checkpointing = False
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each conv block's activations in the backward pass (encoders/checkpointing.py)."""
+        self.checkpointing = True
 
     def forward(self, images: torch.Tensor) -> Encoded:
-        return _grid_to_encoded(self.body(self.normalise(images)))
+        active = self.checkpointing and self.training and torch.is_grad_enabled()
+        return _grid_to_encoded(run_blocks(self.body, self.normalise(images), 4, active))
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """One group per conv block (conv + batch norm), input to output."""
@@ -68,6 +75,10 @@ class ResNet(Encoder):
         self.out_dim = net.fc.in_features
         self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
                                   net.layer4)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each residual block's activations in the backward pass (encoders/checkpointing.py)."""
+        recompute_blocks(block for layer in self.body[4:] for block in layer)
 
     def forward(self, images: torch.Tensor) -> Encoded:
         return _grid_to_encoded(self.body(self.normalise(images)))
@@ -153,12 +164,20 @@ class TorchvisionImage(Encoder):
             hook.remove()
         return Encoded(pooled=pooled, tokens=_to_tokens(captured[-1], self.layout, pooled))
 
+    def _blocks(self) -> list[nn.Module]:
+        spec = self.block_spec
+        return list(self.model.get_submodule(spec).children()) if isinstance(spec, str) else \
+            [self.model.get_submodule(path) for path in spec]
+
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """[stem, stage (or transformer block) 1, …, n, the rest (final norm, pre-logits layers)]."""
-        spec = self.block_spec
-        blocks = self.model.get_submodule(spec).children() if isinstance(spec, str) else \
-            [self.model.get_submodule(path) for path in spec]
-        return stem_blocks_rest(self, blocks)
+        return stem_blocks_rest(self, self._blocks())
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the activations of each block (a ResNet's residual blocks, a ViT's encoder layers, the stages
+        of the other families) in the backward pass (encoders/checkpointing.py); the token hook sits above them."""
+        stages = self._blocks()
+        recompute_blocks(stages if isinstance(self.block_spec, str) else [b for s in stages for b in s.children()])
 
 
 def _check_vit_size(state: dict[str, torch.Tensor], net: nn.Module, image_size: int, patch: int) -> None:

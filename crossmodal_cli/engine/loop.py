@@ -129,9 +129,12 @@ class Trainer:
         self.progress = Progress(**state["progress"])
 
     def fit(self) -> Progress:
-        """Train until max_epochs or early stop; raises TrainingInterrupted after saving on SIGINT/SIGTERM."""
+        """Train until max_epochs or early stop; raises TrainingInterrupted after saving on SIGINT/SIGTERM.
+        trainer.max_epochs=0: no training, the initial model is validated and saved (`_validate_untrained`)."""
         p, s = self.progress, self.s
         with StopSignal() as stop, _out_of_memory_is_one_line(s):
+            if s.max_epochs == 0 and p.epoch == 1 and p.batch == 0:
+                self._validate_untrained()
             while p.epoch <= s.max_epochs:
                 if p.batch == 0 and (p.pruned_at or s.early_stopping_patience is not None
                                      and p.stale >= s.early_stopping_patience):
@@ -251,6 +254,19 @@ class Trainer:
             f"training stopped: {run} consecutive non-finite losses (trainer.max_bad_steps={s.max_bad_steps}) at "
             f"epoch {p.epoch}; the last good state is in {self.checkpointer.folder / 'last.ckpt'}; try a lower "
             f"optimizer.lr, trainer.grad_clip, or trainer.precision=fp32")
+
+    def _validate_untrained(self) -> None:
+        """The model as built (pretrained encoders, a head started from them) validated as epoch 0 and saved as
+        last.ckpt and best.ckpt, so the end of the run, cmeval and cmsweep see a normal run (a resume with more
+        epochs trains from it)."""
+        p = self.progress
+        val, _ = evaluate(self.model, self.val_loader, self.task, self.device, self.precision,
+                          progress_bar=self.progress_bar)
+        record = {"epoch": 0, "step": 0, "train/loss": None, **{f"val/{k}": v for k, v in val.items()},
+                  "lr": self._base_lr(), "skipped_steps": 0, "seconds": 0.0}
+        self.reporter.epoch(record, 0)
+        p.best, p.best_epoch = record[self.s.monitor], 0
+        self.checkpointer.save({**self.state(), "val_metrics": val}, best=True)
 
     def _end_epoch(self) -> None:
         """Validate, record, update best/early-stop state, checkpoint; move progress to the next epoch."""

@@ -3,10 +3,12 @@ tokenizer. An encoder's YAML declares its input (encoder.image.image_size / resi
 data.image_size / data.resize / data.audio.sample_rate override it."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Sequence
 
 from crossmodal_cli.data.modalities import load_pretrained_tokenizer, train_wordpiece
+from crossmodal_cli.encoders.clip import folder_input_spec
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.settings.run import RunSettings
 
@@ -15,14 +17,29 @@ log = logging.getLogger(__name__)
 
 def image_input(cfg: RunSettings) -> tuple[int, str]:
     """(size, resize mode) the images are prepared with: what the image encoder declares (encoder.image.image_size,
-    encoder.image.resize), unless data.image_size / data.resize say otherwise."""
+    encoder.image.resize; an encoder that declares neither but has a `pretrained` folder, as encoder/image=clip: its
+    preprocessor_config.json), unless data.image_size / data.resize say otherwise."""
     encoder = cfg.encoder["image"]
-    size = cfg.data.image_size if cfg.data.image_size is not None else encoder.get("image_size")
-    resize = cfg.data.resize or encoder.get("resize")
+    declared = (encoder.get("image_size"), encoder.get("resize"))
+    if declared == (None, None) and encoder.get("pretrained"):
+        declared = folder_input_spec(encoder["pretrained"], "encoder.image.pretrained")
+    size = cfg.data.image_size if cfg.data.image_size is not None else declared[0]
+    resize = cfg.data.resize or declared[1]
     if size is None or resize is None:
         raise CrossmodalError("data.image_size / data.resize: null means 'as the image encoder declares', but "
                               f"encoder.image ({encoder.get('_target_')}) declares no image_size / resize; set them")
     return int(size), str(resize)
+
+
+def pin_image_input(cfg: RunSettings) -> RunSettings:
+    """`cfg` with the image input an encoder takes from its folder written into encoder.image (image_size,
+    resize), so the stored config rebuilds the run's inputs without that folder (cmeval, cmpredict, cmexport)."""
+    encoder = cfg.encoder["image"]
+    if "image" not in (cfg.modalities or ["image"]) or "image_size" in encoder or not encoder.get("pretrained"):
+        return cfg
+    size, resize = folder_input_spec(encoder["pretrained"], "encoder.image.pretrained")
+    pinned = {**encoder, "image_size": size, "resize": resize}
+    return dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, image=pinned))
 
 
 def audio_rate(cfg: RunSettings) -> int:

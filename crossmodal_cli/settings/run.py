@@ -83,7 +83,7 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    max_epochs: PositiveInt
+    max_epochs: NonNegativeInt  # 0: no training, the initial model is validated and saved (engine/loop.py)
     batch_size: PositiveInt
     accumulate_grad_batches: PositiveInt
     grad_clip: Annotated[Optional[PositiveFloat], "a maximum gradient norm; null = no clipping"]
@@ -122,6 +122,20 @@ PositiveRGB = Annotated[list[float], Rule(lambda v: isinstance(v, list) and len(
 
 
 @dataclass(frozen=True)
+class LoraKeys:
+    """encoder.<m>.lora: low-rank adapters (crossmodal_cli/encoders/adapters.py); every key in the YAML."""
+
+    r: Annotated[int, Range(ge=0), "the adapters' rank; 0 = no adapters"]
+    alpha: PositiveFloat
+    dropout: Fraction
+    target_modules: Annotated[Optional[Union[str, list[str]]], Rule(
+        lambda v: v is None or (isinstance(v, str) and v != "") or (
+            isinstance(v, list) and len(v) > 0 and all(isinstance(n, str) and n for n in v)),
+        "null (the family's default), a list of module name suffixes in brackets, e.g. [query,value], or a regex")]
+    method: Literal["lora", "loha", "lokr"]
+
+
+@dataclass(frozen=True)
 class EncoderKeys:
     channels: Channels = ABSENT
     mean: RGB = ABSENT
@@ -140,6 +154,8 @@ class EncoderKeys:
     unfreeze_at_epoch: Annotated[Optional[PositiveInt], "null = stays frozen"] = ABSENT
     lr_scale: PositiveFloat = ABSENT
     layer_decay: Annotated[float, Range(gt=0, le=1)] = ABSENT
+    gradient_checkpointing: bool = ABSENT
+    lora: LoraKeys = ABSENT
     pretrained: Annotated[str, Rule(lambda v: isinstance(v, str) and v.strip() != "",
                                     "a local folder with a Hugging Face model")] = ABSENT
     n_fft: Annotated[int, Range(ge=16)] = ABSENT
@@ -170,10 +186,17 @@ class TaskKeys:
     separator: Annotated[str, Rule(lambda v: isinstance(v, str) and v != "", "a non-empty string, e.g. '|'")] = ABSENT
     pos_weight: Annotated[Optional[Literal["balanced"]], "null or balanced"] = ABSENT
     threshold: Annotated[float, Range(gt=0, lt=1), "a probability, e.g. 0.5"] = ABSENT
-    loss: Literal["mse", "huber"] = ABSENT
+    loss: Annotated[Literal["mse", "huber", "infonce", "sigmoid", "auto"],
+                    "regression: mse or huber; retrieval: infonce, sigmoid or auto"] = ABSENT
     huber_delta: PositiveFloat = ABSENT
     embed_dim: PositiveInt = ABSENT
     temperature: PositiveFloat = ABSENT
+    sigmoid_bias: float = ABSENT
+    init_from_encoders: Annotated[Union[bool, Literal["auto"]], "auto, true or false"] = ABSENT
+    template: Annotated[str, Rule(lambda v: isinstance(v, str) and "{label}" in v,
+                                  "a string with {label} where the class name goes, e.g. 'a photo of a {label}'")] = ABSENT
+    classify: Annotated[list[Modality], Rule(lambda v: isinstance(v, list) and 0 < len(v) == len(set(v)) and all(
+        m in ("image", "text") for m in v), "a list of distinct modalities from image, text, e.g. [image]")] = ABSENT
     heads: Annotated[dict, Rule(lambda v: isinstance(v, dict) and len(v) > 0,
                                 "a mapping of label columns to {type: …, weight: …}")] = ABSENT
     monitor: Optional[str] = ABSENT
@@ -202,7 +225,8 @@ class SchedulerKeys:
     gamma: PositiveFloat = ABSENT
 
 
-BUILD_KEYS = frozenset({"freeze", "unfreeze_at_epoch", "lr_scale", "layer_decay", "image_size", "resize"})
+BUILD_KEYS = frozenset({"freeze", "unfreeze_at_epoch", "lr_scale", "layer_decay", "image_size", "resize",
+                        "gradient_checkpointing", "lora"})
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -30,6 +30,7 @@ import torchmetrics
 from torch import nn
 
 from crossmodal_cli.data.csvfile import describe_rows, printable
+from crossmodal_cli.encoders.clip import JointSpace
 from crossmodal_cli.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,14 @@ class Task(ABC):
     def modalities(self, requested: list[str] | None) -> list[str] | None:
         """The modalities the task works on, given `modalities=` (None: every one with a column)."""
         return requested
+
+    def initialise(self, model: nn.Module, embed_texts: Callable[[list[str]], torch.Tensor]) -> bool:
+        """Start the head of a new run from the model's pretrained encoders before the first epoch (retrieval:
+        a CLIP/SigLIP checkpoint's joint space; zero-shot: its class prompts), replacing `model.head` where the
+        widths change; not called on resume or rebuild (the checkpoint's weights and the task's state follow).
+        `embed_texts(texts) -> [N, E]`: unit joint-space embeddings by the run's text tower and tokenizer.
+        Returns whether the task's state changed (by default nothing happens: False)."""
+        return False
 
     @abstractmethod
     def head(self, in_dim: int) -> nn.Module:
@@ -205,6 +214,22 @@ def probability_columns(classes: list[str]) -> list[str]:
     for name in names:
         seen[name] = seen.get(name, 0) + 1
     return [f"{name}#{i}" if seen[name] > 1 else name for i, name in enumerate(names)]
+
+
+def joint_spaces(encoders: Mapping[str, nn.Module], modalities: Sequence[str],
+                 required_by: str | None) -> dict[str, JointSpace] | None:
+    """{modality: JointSpace} when the encoders of `modalities` are towers of one CLIP/SigLIP model (the same
+    config), else None, or with `required_by` (the key that needs them) one line saying what to use."""
+    spaces = {m: encoders[m].joint_space() for m in modalities if hasattr(encoders[m] if m in encoders else None,
+                                                                          "joint_space")}
+    same = len(spaces) == len(modalities) and all(s.model == spaces[modalities[0]].model for s in spaces.values())
+    if same:
+        return spaces
+    if required_by is None:
+        return None
+    why = "are towers of different models" if len(spaces) == len(modalities) else "are not CLIP/SigLIP towers"
+    raise CrossmodalError(f"{required_by}: the {' and '.join(modalities)} encoders {why}; use encoder/image=clip "
+                          f"encoder/text=clip with the same encoder.*.pretrained folder")
 
 
 def require_fitted(task: Task) -> None:

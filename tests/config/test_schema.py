@@ -62,7 +62,7 @@ BAD_TRAIN = [
     ("modalities=[image,imgae]", "modalities=[image,imgae]: must be null (every modality with a column) or a list"),
     ("modalities=[]", "modalities=[]: must be null"),
     ("modalities=[text,text]", "modalities=[text,text]: must be null"),
-    ("trainer.max_epochs=0", "trainer.max_epochs=0: must be a whole number >= 1"),
+    ("trainer.max_epochs=-1", "trainer.max_epochs=-1: must be a whole number >= 0"),
     ("trainer.batch_size=-4", "trainer.batch_size=-4: must be a whole number >= 1"),
     ("trainer.batch_size=8.5", "trainer.batch_size=8.5: must be a whole number >= 1"),
     ("trainer.num_workers=-1", "trainer.num_workers=-1: must be a whole number >= 0 or one of auto"),

@@ -183,7 +183,10 @@ def test_multirun_jobs_are_compared_and_never_overwritten(tmp_path):
     jobs = [json.loads((tmp_path / f"sweep/{n}/metrics.json").read_text()) for n in (0, 1)]
     for job in jobs:
         counts = job["parameters"]
-        assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+        parts = {k: v for k, v in counts.items() if k not in ("total", "trainable", "encoders")}
+        assert counts["total"] == sum(parts.values()) == counts["trainable"]  # nothing frozen
+        assert {f"encoder/{m}": c["total"] for m, c in counts["encoders"].items()} == {
+            k: v for k, v in parts.items() if k.startswith("encoder/")}
     assert jobs[0]["parameters"]["fusion"] != jobs[1]["parameters"]["fusion"]
     assert set(jobs[1]["fusion"]) == {"weight/image", "weight/text", "weight/audio"}
 

@@ -46,9 +46,9 @@ def test_a_data_error_leaves_no_half_made_run_folder(tmp_path):
 
 
 def test_every_job_of_a_sweep_is_checked_before_the_first_starts(tmp_path):
-    proc = run("cmtrain", "-m", "fusion=concat,sum", "trainer.max_epochs=1,0", "hydra.sweep.dir=sweep", cwd=tmp_path)
-    assert one_error_line(proc) == ("error: job 1 (fusion=concat trainer.max_epochs=0): trainer.max_epochs=0: must be "
-                                    "a whole number >= 1; no job was started")
+    proc = run("cmtrain", "-m", "fusion=concat,sum", "trainer.max_epochs=1,-1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert one_error_line(proc) == ("error: job 1 (fusion=concat trainer.max_epochs=-1): trainer.max_epochs=-1: must be "
+                                    "a whole number >= 0; no job was started")
     assert not (tmp_path / "sweep").exists()
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from crossmodal_cli.encoders import Encoded, Encoder
 from crossmodal_cli.paths import config_dir
+from clip_folders import SPECIAL, WORDS, tiny_folder
 from yaml_encoders import build
 
 TEXT_RUNTIME = {"vocab_size": 30522, "max_length": 32, "pad_token_id": 0}
@@ -20,11 +21,16 @@ def test_the_yaml_list_is_complete():
 
 
 @pytest.mark.parametrize("group, name", YAMLS, ids=[f"{g}/{n}" for g, n in YAMLS])
-def test_every_encoder_yaml_builds_an_encoder(group, name, minilm_folder, wav2vec2_folder):
+def test_every_encoder_yaml_builds_an_encoder(group, name, minilm_folder, wav2vec2_folder, tmp_path):
     if name == "timm":
         pytest.importorskip("timm")
+    if name == "clip":
+        tiny_folder(tmp_path / "clip")
     sources = {"text/hf": {"pretrained": minilm_folder}, "audio/hf": {"pretrained": wav2vec2_folder[0]},
-               "image/torchvision": {"name": "resnet18"}, "image/timm": {"name": "resnet18"}}
+               "image/torchvision": {"name": "resnet18"}, "image/timm": {"name": "resnet18"},
+               "image/clip": {"pretrained": str(tmp_path / "clip")},
+               "text/clip": {"pretrained": str(tmp_path / "clip"), "vocab_size": len(SPECIAL + WORDS),
+                             "max_length": 16}}
     encoder = build(group, name, **{**RUNTIME[group], **sources.get(f"{group}/{name}", {})})
     assert isinstance(encoder, Encoder) and isinstance(encoder.out_dim, int) and encoder.out_dim > 0
     arch = encoder.architecture()

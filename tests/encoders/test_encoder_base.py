@@ -12,12 +12,13 @@ from clip_folders import SPECIAL, WORDS, tiny_folder
 from yaml_encoders import build
 
 TEXT_RUNTIME = {"vocab_size": 30522, "max_length": 32, "pad_token_id": 0}
-RUNTIME = {"image": {}, "text": TEXT_RUNTIME, "audio": {"sample_rate": 16000}}
+RUNTIME = {"image": {}, "text": TEXT_RUNTIME, "audio": {"sample_rate": 16000},
+           "tabular": {"numeric_columns": 3, "cardinalities": [4, 6]}}
 YAMLS = sorted((p.parent.name, p.stem) for p in (Path(config_dir()) / "encoder").glob("*/*.yaml"))
 
 
 def test_the_yaml_list_is_complete():
-    assert {g for g, _ in YAMLS} == {"image", "text", "audio"} and len(YAMLS) >= 9
+    assert {g for g, _ in YAMLS} == {"image", "text", "audio", "tabular"} and len(YAMLS) >= 13
 
 
 @pytest.mark.parametrize("group, name", YAMLS, ids=[f"{g}/{n}" for g, n in YAMLS])

@@ -12,8 +12,8 @@ from torch import nn
 
 from crossmodal_cli.encoders.base import Encoded, Encoder, stem_blocks_rest
 from crossmodal_cli.encoders.checkpointing import run_blocks
-from crossmodal_cli.encoders.weights import (config_dict, first_line, hf_blocks, hf_config, hf_folder, hf_model,
-                                             plain)
+from crossmodal_cli.encoders.weights import (config_dict, first_line, folder_and_config, hf_blocks,
+                                             hf_model)
 from crossmodal_cli.errors import CrossmodalError
 
 # Hugging Face model types that take a raw waveform (spectrogram models such as AST or Whisper do not)
@@ -77,9 +77,7 @@ class HFAudio(Encoder):
         key = "encoder.audio.pretrained"
         if pooling != "mean":
             raise CrossmodalError(f"encoder.audio.pooling={pooling}: use mean (waveform models have no [CLS] frame)")
-        folder = hf_folder(pretrained, key) if architecture is None else None
-        architecture = plain(architecture)
-        config = hf_config(folder, None if architecture is None else architecture["model"], key)
+        folder, architecture, config = folder_and_config(pretrained, architecture, key)
         if config.model_type not in WAVEFORM_MODEL_TYPES:
             raise CrossmodalError(f"{key}={pretrained}: model type {config.model_type} is not supported; HFAudio "
                                   f"takes waveform models: {', '.join(WAVEFORM_MODEL_TYPES)}")

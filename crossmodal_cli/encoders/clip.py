@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from crossmodal_cli.encoders.base import Encoded, Encoder, stem_blocks_rest
-from crossmodal_cli.encoders.weights import config_dict, hf_config, hf_folder, hf_model, on_meta_device, plain
+from crossmodal_cli.encoders.weights import config_dict, folder_and_config, hf_folder, hf_model, on_meta_device
 from crossmodal_cli.errors import CrossmodalError
 
 FAMILIES = {"clip": "infonce", "siglip": "sigmoid"}  # supported model_type -> the loss it was trained with
@@ -81,9 +81,7 @@ def _image_processing(folder: Path, key: str) -> tuple[int, str, list[float], li
 
 def _load(pretrained: str, architecture: dict | None, key: str, with_images: bool):
     """(the whole CLIPModel / SiglipModel, its family, the stored-or-read preprocessing, logit scale, bias)."""
-    folder = hf_folder(pretrained, key) if architecture is None else None
-    architecture = plain(architecture)
-    config = hf_config(folder, None if architecture is None else architecture["model"], key)
+    folder, architecture, config = folder_and_config(pretrained, architecture, key)
     if config.model_type not in FAMILIES:
         raise CrossmodalError(f"{key}={pretrained}: model type {config.model_type} is not a CLIP or SigLIP model "
                               f"(supported: {', '.join(FAMILIES)}); use encoder/image=timm or encoder/text=hf")

@@ -53,6 +53,14 @@ def hf_config(folder: Path | None, architecture: dict | None, key: str):
         raise CrossmodalError(f"{key}={folder}: cannot read its config.json ({first_line(err)})") from None
 
 
+def folder_and_config(pretrained: str, architecture: dict | None, key: str) -> tuple[Path | None, Any, Any]:
+    """(the model folder, or None when a stored `architecture` rebuilds it; that architecture as plain values;
+    the Hugging Face config read from the folder or from the architecture's "model" entry)."""
+    folder = hf_folder(pretrained, key) if architecture is None else None
+    architecture = plain(architecture)
+    return folder, architecture, hf_config(folder, None if architecture is None else architecture["model"], key)
+
+
 def plain(value: Any) -> Any:
     """`value` as plain dicts and lists: Hydra's instantiate hands run-time kwargs (a stored architecture) over
     as DictConfig, which transformers' configs do not expect."""

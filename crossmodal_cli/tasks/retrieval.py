@@ -70,8 +70,8 @@ class Towers(nn.Module):
                             for m in MODALITIES], 1)                                  # [B, 2, E]
         if self.logit_bias is None:
             return both
-        ones = torch.ones(len(both), device=both.device)
-        extra = torch.stack([ones, self.logit_bias.float().expand_as(ones)], 1).unsqueeze(-1)  # [B, 2, 1]
+        pair = torch.stack([torch.ones_like(self.logit_bias), self.logit_bias]).float().view(1, 2, 1)
+        extra = torch.ones_like(both[..., :1]) * pair  # [B, 2, 1], its batch size taken from a tensor (for export)
         return torch.cat([both, extra], -1)
 
 

@@ -93,6 +93,14 @@ def test_siglip_retrieval_trains_with_its_sigmoid_loss(data, tmp_path):
     state = torch.load(tmp_path / "run/checkpoints/best.ckpt", weights_only=True)["model"]
     assert "head.logit_bias" in state
     assert np.isfinite(json.loads((tmp_path / "run/metrics.json").read_text())["test"]["recall_mean"])
+    # the exported bundle predicts what the checkpoint does: the same ranking, embeddings of width embed_dim
+    run("cmexport", f"ckpt={tmp_path / 'run'}", f"out={tmp_path / 'bundle'}", cwd=tmp_path)
+    from crossmodal_cli.runtime import load_bundle
+
+    rows = pd.read_csv(data)
+    rows = rows[rows["split"] == "test"].head(4)
+    embedded = load_bundle(tmp_path / "bundle").embed(rows, root=str(data.parent))
+    assert np.asarray(embedded["image"]).shape == np.asarray(embedded["text"]).shape == (4, 32)
 
 
 def test_zero_shot_classifies_images_by_their_prompts_and_cmsweep_lists_it(data, tmp_path):

@@ -8,6 +8,7 @@ line), so student and teacher may even read different modalities of the same fil
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -57,7 +58,10 @@ def attach_teacher(cfg: RunSettings, table: Table, task: Classification, device:
     state = check_teacher(task, path, classes)
     teacher = rebuild(state)
     teacher.model.to(device).eval()
-    rows = load_data(cfg.data, teacher.modalities, cfg.seed, teacher.task)
+    data = dataclasses.replace(cfg.data, columns=dataclasses.replace(
+        cfg.data.columns, tabular=teacher.config.data.columns.tabular), tabular=teacher.config.data.tabular)
+    rows = load_data(data, teacher.config.modalities or teacher.modalities, cfg.seed, teacher.task,
+                     tabular=teacher.tabular)
     for split, frame in table.splits.items():
         if frame.empty:
             continue

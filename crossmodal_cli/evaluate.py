@@ -78,7 +78,7 @@ def evaluate_checkpoint(settings: EvalSettings, run_dir: Path) -> dict:
     written = write_report(task.report(outputs.values, targets), run_dir, f"{split}, {ckpt.name}")
     result = {split: metrics, "checkpoint": str(ckpt.resolve()), "rows": len(frame)}
     lines = [f"{ckpt.resolve()} on {split} ({len(frame)} rows)", metrics_table({split: metrics})]
-    if settings.importance and task.uses_fusion and len(rebuilt.modalities) > 1:
+    if settings.importance and task.uses_fusion and (len(rebuilt.modalities) > 1 or "tabular" in rebuilt.modalities):
         written += _importance(predictor, loader, metrics, split, len(frame), run_dir, result, lines)
     write_json(run_dir / "metrics.json", result)
     lines.append("wrote " + ", ".join(p.name for p in [run_dir / "metrics.json", run_dir / "predictions.csv",
@@ -97,20 +97,37 @@ def _importance(predictor, loader, metrics: dict, split: str, rows: int, run_dir
     rebuilt = predictor.rebuilt
     importance = modality_importance(rebuilt.model, loader, rebuilt.task, predictor.device, predictor.precision,
                                      rebuilt.modalities, metrics, split=split, rows=rows,
-                                     modality_dropout=float(rebuilt.config.trainer.modality_dropout or 0))
+                                     modality_dropout=float(rebuilt.config.trainer.modality_dropout or 0),
+                                     columns=_tabular_columns(rebuilt))
     write_json(run_dir / "modality_importance.json", importance)
-    result["modality_importance"] = {k: v["drop"] for k, v in importance["removed"].items()}
+    result["modality_importance"] = {k: v["drop"] for k, v in removals(importance).items()}
     lines += [importance_table(importance), importance["note"]]
     return [run_dir / "modality_importance.json", importance_png(importance, run_dir / "modality_importance.png")]
 
 
+def _tabular_columns(rebuilt) -> dict[str, list[str]] | None:
+    """The checkpoint's tabular columns by kind, for per-column importance; None without the tabular modality."""
+    if rebuilt.tabular is None or "tabular" not in rebuilt.modalities:
+        return None
+    return {"numeric": rebuilt.tabular.numeric_columns, "categorical": rebuilt.tabular.categorical_columns}
+
+
+def removals(importance: dict) -> dict:
+    """Every removal of the report by its row name: modalities (and pairs) as named, tabular columns as
+    "column NAME"."""
+    return {**importance["removed"], **{f"column {c}": r for c, r in importance.get("columns", {}).items()}}
+
+
 def importance_table(importance: dict) -> str:
-    """`without      accuracy  f1_macro` rows: each removed modality's drop per metric (and the values left)."""
+    """`without      accuracy  f1_macro` rows: each removed modality's (and tabular column's) drop per metric (and
+    the values left)."""
     names = importance["metrics"]
-    head = f"{'without':<14}" + "".join(f"{'drop ' + n:>18}" for n in names)
-    rows = [f"{removed:<14}" + "".join(f"{r['drop'][n]:>+11.4f} ({r['metrics'][n]:.3f})" for n in names)
-            for removed, r in importance["removed"].items()]
-    return "\n".join([head, *rows])
+    rows = removals(importance)
+    width = max([14, *(len(r) + 2 for r in rows)])
+    head = f"{'without':<{width}}" + "".join(f"{'drop ' + n:>18}" for n in names)
+    lines = [f"{removed:<{width}}" + "".join(f"{r['drop'][n]:>+11.4f} ({r['metrics'][n]:.3f})" for n in names)
+             for removed, r in rows.items()]
+    return "\n".join([head, *lines])
 
 
 @hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")

@@ -233,6 +233,10 @@ def export_bundle(checkpoint: Path, out: Path) -> dict:
         raise CrossmodalError(f"out={out}: the folder exists and is not a bundle; choose an empty or new folder")
     state = load_checkpoint(checkpoint)
     rebuilt = rebuild(state)
+    if rebuilt.tabular is not None or rebuilt.config.data.tabular.as_text:
+        raise CrossmodalError(f"ckpt={checkpoint}: a model that reads tabular columns (data.columns.tabular) cannot "
+                              f"be exported yet (the bundle's runtime has no tabular preprocessing); serve it with "
+                              f"cmpredict or the Python API's load()")
     out.mkdir(parents=True, exist_ok=True)
     onnx = export_onnx(rebuilt, out)
     spec = bundle_spec(rebuilt, onnx)

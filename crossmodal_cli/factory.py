@@ -17,6 +17,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 
+from crossmodal_cli.data.tabular import TabularPreprocessor
 from crossmodal_cli.encoders import Encoder, require_encoder
 from crossmodal_cli.encoders.adapters import add_adapters
 from crossmodal_cli.encoders.checkpointing import enable_checkpointing
@@ -93,12 +94,15 @@ def adapt_encoder(encoder: Encoder, cfg: RunSettings, modality: str) -> Encoder:
     return encoder
 
 
-def encoder_runtime(cfg: RunSettings, tokenizer) -> dict[str, dict]:
-    """The encoders' constructor arguments known only at run time: the sample rate, the vocabulary."""
+def encoder_runtime(cfg: RunSettings, tokenizer, tabular: TabularPreprocessor | None = None) -> dict[str, dict]:
+    """The encoders' constructor arguments known only at run time: the sample rate, the vocabulary, the fitted
+    tabular columns (numeric count and each categorical column's cardinality)."""
     return {"image": {}, "audio": {"sample_rate": audio_rate(cfg)},
             "text": {"vocab_size": len(tokenizer) if tokenizer is not None else 0,
                      "max_length": cfg.data.text.max_length,
-                     "pad_token_id": tokenizer.pad_token_id if tokenizer is not None else 0}}
+                     "pad_token_id": tokenizer.pad_token_id if tokenizer is not None else 0},
+            "tabular": {"numeric_columns": len(tabular.numeric_columns) if tabular is not None else 0,
+                        "cardinalities": tabular.cardinalities if tabular is not None else []}}
 
 
 def build_task(cfg: RunSettings, state: Mapping[str, Any] | None = None) -> Task:
@@ -110,13 +114,15 @@ def build_task(cfg: RunSettings, state: Mapping[str, Any] | None = None) -> Task
 
 
 def build_model(cfg: RunSettings, modalities: Sequence[str], task: Task, tokenizer,
-                architectures: Mapping[str, str | None] | None = None) -> MultimodalModel:
+                architectures: Mapping[str, str | None] | None = None,
+                tabular: TabularPreprocessor | None = None) -> MultimodalModel:
     """Encoders for the chosen modalities, the fusion over their widths (none for a task that reads the encoders'
-    outputs itself: `Task.uses_fusion`), the (fitted) task's head.
+    outputs itself: `Task.uses_fusion`), the (fitted) task's head. `tabular`: the fitted tabular preprocessing,
+    which sizes the tabular encoder.
 
     `architectures` ({modality: JSON text or None}, stored in a checkpoint) rebuild pretrained encoders without
     their original folders or weight files; the caller then loads the checkpoint's state dict."""
-    runtime = encoder_runtime(cfg, tokenizer)
+    runtime = encoder_runtime(cfg, tokenizer, tabular)
     encoders, transfer = {}, {}
     for m in modalities:
         node, transfer[m] = encoder_node(cfg, m, rebuild=architectures is not None)
@@ -151,14 +157,15 @@ def architectures_of(model: MultimodalModel) -> dict[str, str | None]:
 
 @dataclass
 class Rebuilt:
-    """A trained model as its checkpoint alone describes it: the stored settings, fitted task, tokenizer (or None)
-    and the model with the checkpoint's weights (on the CPU)."""
+    """A trained model as its checkpoint alone describes it: the stored settings, fitted task, tokenizer (or None),
+    the model with the checkpoint's weights (on the CPU) and the fitted tabular preprocessing (or None)."""
 
     config: RunSettings
     task: Task
     tokenizer: Any
     model: MultimodalModel
     modalities: list[str]
+    tabular: TabularPreprocessor | None = None
 
 
 def rebuild(state: Mapping[str, Any]) -> Rebuilt:
@@ -170,9 +177,11 @@ def rebuild(state: Mapping[str, Any]) -> Rebuilt:
     task = build_task(stored, task_state(state))
     tokenizer = tokenizer_from_json(state["tokenizer"]) if state.get("tokenizer") else None
     modalities = list(state["modalities"])
-    model = build_model(stored, modalities, task, tokenizer, architectures=state.get("encoders") or {})
+    tabular = TabularPreprocessor.from_state(state["tabular"]) if state.get("tabular") else None
+    model = build_model(stored, modalities, task, tokenizer, architectures=state.get("encoders") or {},
+                        tabular=tabular)
     model.load_state_dict(state["model"])
-    return Rebuilt(stored, task, tokenizer, model, modalities)
+    return Rebuilt(stored, task, tokenizer, model, modalities, tabular)
 
 
 def build_optimizer(cfg: RunSettings, model: MultimodalModel) -> torch.optim.Optimizer:
@@ -258,8 +267,12 @@ def check_buildable(cfg: RunSettings, modalities: Sequence[str]) -> Task:
     run-time values, so a value only a constructor can judge (hidden_size not divisible by num_heads, a fusion
     order naming an unknown modality, …) fails in one line before any data is read. Returns the (unfitted)
     task, whose metric names trainer.monitor may name."""
+    columns = [str(c) for c in cfg.data.columns.tabular]
+    categorical = [c for c in columns if c in {str(k) for k in cfg.data.tabular.categorical}]
     runtime = {"image": {}, "audio": {"sample_rate": audio_rate(cfg)},
-               "text": {"vocab_size": 8, "max_length": cfg.data.text.max_length, "pad_token_id": 0}}
+               "text": {"vocab_size": 8, "max_length": cfg.data.text.max_length, "pad_token_id": 0},
+               "tabular": {"numeric_columns": max(len(columns) - len(categorical), 0),
+                           "cardinalities": [4] * len(categorical)}}  # stand-ins: the types are found in the data
     widths = {}
     for m in modalities:
         node = encoder_node(cfg, m)[0]

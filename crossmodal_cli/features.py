@@ -189,10 +189,12 @@ def feature_entries(frames: list[pd.DataFrame], modalities: list[str], root: Pat
                     describe: Callable[[str], dict], encode: Callable[[str, pd.DataFrame], Encoded]
                     ) -> dict[str, FeatureEntry]:
     """{modality: FeatureEntry} covering every row of `frames`; `describe(m)` is what the features depend on
-    besides the inputs, `encode(m, frame of distinct inputs)` computes them."""
+    besides the inputs, `encode(m, frame of distinct inputs)` computes them. The distinct rows keep the
+    modality's prepared columns ("M.*": the tabular inputs, data/tabular_batch.py)."""
     entries = {}
     for m in modalities:
-        columns = [m, *([f"has_{m}"] if any(f"has_{m}" in f for f in frames) else [])]
+        prepared = [c for c in frames[0].columns if str(c).startswith(f"{m}.")]  # e.g. tabular.numeric/C
+        columns = [m, *([f"has_{m}"] if any(f"has_{m}" in f for f in frames) else []), *prepared]
         rows = pd.concat([f[columns] for f in frames if len(f)], ignore_index=True)
         if f"has_{m}" in rows:
             rows[f"has_{m}"] = rows[f"has_{m}"].fillna(True).astype(bool)

@@ -15,6 +15,7 @@ import torch
 
 from crossmodal_cli.data.cells import describe_cell, in_memory
 from crossmodal_cli.data.dataset import resolve_workers
+from crossmodal_cli.data.columns import TABULAR
 from crossmodal_cli.data.table import MODALITIES, Table
 from crossmodal_cli.engine.evaluation import concat, to_device
 from crossmodal_cli.errors import CrossmodalError
@@ -50,8 +51,8 @@ class Predictor:
         """Rows read and checked with `data` (the checkpoint's data settings, with the caller's changes)."""
         stored = self.rebuilt.config
         seed_everything(stored.seed)
-        return load_data(data, self.rebuilt.modalities, stored.seed, self.rebuilt.task, keep=keep,
-                         labels_needed=labels_needed, frames=frames)
+        return load_data(data, stored.modalities or self.rebuilt.modalities, stored.seed, self.rebuilt.task,
+                         keep=keep, labels_needed=labels_needed, frames=frames, tabular=self.rebuilt.tabular)
 
     def loader(self, table: Table, split: str):
         stored = self.rebuilt.config
@@ -104,10 +105,14 @@ def _plain(fused: Any) -> torch.Tensor:
 
 
 def prediction_table(indices, rows: pd.DataFrame, task_columns: pd.DataFrame) -> pd.DataFrame:
-    """predictions.csv: row (in the split), source CSV and its line (the row's id), the inputs (paths, text) as the
-    CSV gave them, then the task's columns (label, prediction, probabilities, ...)."""
+    """predictions.csv: row (in the split), source CSV and its line (the row's id), the inputs (paths, text, the
+    tabular columns under their own names unless one is taken) as the CSV gave them, then the task's columns
+    (label, prediction, probabilities, ...)."""
     inputs = {m: np.array([describe_cell(v) if in_memory(v) else v for v in rows[m]], dtype=object)
-              for m in MODALITIES if m in rows}  # an in-memory image or audio as e.g. '<1,234 bytes>'
+              for m in MODALITIES if m in rows and m != "tabular"}  # in-memory media as e.g. '<1,234 bytes>'
+    reserved = {"row", "source", "line", *inputs, *task_columns.columns}
+    inputs.update({c[len(TABULAR):]: rows[c].to_numpy() for c in rows.columns  # tabular cells, under their names
+                   if str(c).startswith(TABULAR) and c[len(TABULAR):] not in reserved})
 
     where = pd.DataFrame({"row": indices, "source": rows["source"].to_numpy(), "line": rows["line"].to_numpy(),
                           **inputs})

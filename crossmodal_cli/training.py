@@ -16,6 +16,7 @@ import yaml
 
 from crossmodal_cli.data.collate import collate_targets
 from crossmodal_cli.data.dataset import resolve_workers
+from crossmodal_cli.data.tabular import TabularPreprocessor
 from crossmodal_cli.data.modalities import tokenizer_from_json, tokenizer_to_json
 from crossmodal_cli.distill import attach_teacher
 from crossmodal_cli.engine import distributed
@@ -50,20 +51,26 @@ def run_training(cfg: RunSettings, run_dir: Path, resume: dict | None = None, pr
     precision = resolve_precision(cfg.trainer.precision, device)
     task = build_task(cfg, task_state(resume) if resume else None)
     modalities = task.modalities(list(cfg.modalities) if cfg.modalities is not None else None)
+    fitted = TabularPreprocessor.from_state(resume["tabular"]) if resume and resume.get("tabular") else None
     with distributed.rank_zero_first():
-        table = load_data(cfg.data, modalities, cfg.seed, task)
-    cfg = dataclasses.replace(cfg, modalities=table.modalities)  # stored resolved: cmeval rebuilds these encoders
+        table = load_data(cfg.data, modalities, cfg.seed, task, tabular=fitted)
+    # stored resolved: the modalities read (cmeval reads them again; the checkpoint's "modalities" are the model's,
+    # which differ with data.tabular.as_text: tabular read, then written into the text)
+    cfg = dataclasses.replace(cfg, modalities=table.read)
     cfg = pin_image_input(cfg)  # an encoder's folder-declared image input, stored so the folder is not needed again
     check_feature_cache(cfg, table.modalities)
     tokenizer = _tokenizer(cfg, table, resume)
     if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(run_dir / "tokenizer")
         write_json(run_dir / "labels.json", task.state())
         write_json(run_dir / "data_report.json", {"rows": {s: len(f) for s, f in table.splits.items()},
-                                                  "unusable_inputs": table.report, "on_missing": cfg.data.on_missing})
+                                                  "unusable_inputs": table.report, "on_missing": cfg.data.on_missing,
+                                                  **({"tabular": table.tabular.report()} if table.tabular else {})})
 
-    model = build_model(cfg, table.modalities, task, tokenizer, architectures=resume.get("encoders") if resume else None)
+    model = build_model(cfg, table.modalities, task, tokenizer, architectures=resume.get("encoders") if resume else None,
+                        tabular=table.tabular)
     model.to(device)
     if not resume and task.initialise(model, TextTower(cfg, model, tokenizer, device)) and distributed.is_main():
         write_json(run_dir / "labels.json", task.state())  # what the pretrained encoders decided
@@ -82,7 +89,8 @@ def run_training(cfg: RunSettings, run_dir: Path, resume: dict | None = None, pr
 
     extra = {"config": yaml.safe_dump(to_values(cfg), sort_keys=False), "task": task.state(),
              "modalities": table.modalities, "encoders": architectures_of(model),
-             "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None}
+             "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None,
+             "tabular": table.tabular.state() if table.tabular is not None else None}
     reporter = distributed.Silent()  # rank 0 alone writes metrics.jsonl, TensorBoard, curves.png
     if distributed.is_main():
         reporter = RunReporter(run_dir, resume_epoch=resume["progress"]["epoch"] if resume else None,

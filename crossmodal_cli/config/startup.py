@@ -58,7 +58,7 @@ def check_run(settings: RunSettings) -> RunSettings:
 
     distributed.local_batch(settings.trainer.batch_size)  # under torchrun: the global batch must divide evenly
     requested = list(settings.modalities) if settings.modalities else None
-    task = check_buildable(settings, requested or list(MODALITIES))
+    task = check_buildable(settings, built_modalities(settings, requested))
     task.modalities(requested)
     task.check(settings)
     settings = dataclasses.replace(settings, trainer=resolve_monitor(settings.trainer, task))
@@ -68,6 +68,19 @@ def check_run(settings: RunSettings) -> RunSettings:
     if requested:
         check_feature_cache(settings, requested)
     return settings
+
+
+def built_modalities(settings: RunSettings, requested: list[str] | None) -> list[str]:
+    """The modalities whose encoders the start-up check builds: those requested, else every one that could have
+    a column (tabular when data.columns.tabular names some); with data.tabular.as_text the text encoder reads
+    the tabular columns, so text stands in for tabular."""
+    if "tabular" in (requested or []) and not settings.data.columns.tabular:
+        raise CrossmodalError("modalities includes tabular, but data.columns.tabular names no column; list the "
+                              "columns of numbers and categories, e.g. data.columns.tabular=[price,brand]")
+    wanted = requested or [*MODALITIES, *(["tabular"] if settings.data.columns.tabular else [])]
+    if settings.data.tabular.as_text and "tabular" in wanted:
+        wanted = [m for m in MODALITIES if m in wanted or m == "text"]
+    return wanted
 
 
 def resolve_monitor(trainer: TrainerSettings, task: Any) -> TrainerSettings:

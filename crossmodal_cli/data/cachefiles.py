@@ -21,13 +21,13 @@ ORIENTATION = 0x0112  # the EXIF tag `decoding.upright` turns an image by
 
 
 def input_identity(modality: str, value: Any) -> str:
-    """What makes one input distinct: the text itself, a file's path, size and modification time, or the content
+    """What makes one input distinct: the text itself (a row's tabular cells likewise), a file's path, size and modification time, or the content
     digest of an in-memory input (`content_digest`)."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str):
         return f"{modality}:memory:{content_digest(value)}"
-    if modality == "text" or not value:
+    if modality in ("text", "tabular") or not value:  # tabular: the row's cells as one JSON list
         return f"{modality}:{value}"
     try:
         info = os.stat(value)

@@ -16,7 +16,25 @@ from crossmodal_cli.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("image", "text", "audio")
+MODALITIES = ("image", "text", "audio", "tabular")
+TABULAR = "tabular/"  # the key (and canonical column) of tabular column C is "tabular/C": data.columns.tabular
+
+
+def tabular_keys(names: Sequence[object]) -> dict[str, str]:
+    """{"tabular/C": C} for the columns of data.columns.tabular, in their order."""
+    return {f"{TABULAR}{name}": str(name) for name in names}
+
+
+def modality_keys(modality: str, columns: Collection[str]) -> list[str]:
+    """The keys of `columns` (data.columns keys, tabular ones expanded) that hold `modality`'s input."""
+    if modality == "tabular":
+        return [key for key in columns if key.startswith(TABULAR)]
+    return [modality]
+
+
+def setting(key: str) -> str:
+    """The config key a column key comes from: data.columns.KEY, or data.columns.tabular."""
+    return "data.columns.tabular" if key.startswith(TABULAR) else f"data.columns.{key}"
 
 
 def list_columns(names: Sequence[str], kind: str = "CSV") -> str:
@@ -63,7 +81,7 @@ def require(source: Source, keys: Sequence[str], columns: Mapping[str, str]) -> 
         name = str(columns[key])
         similar = [h for h in source.frame.columns if h.casefold() == name.casefold()]
         hint = f"; '{printable(similar[0], 60)}' differs only in case" if similar else ""
-        missing.append(f"'{printable(name, 60)}' (data.columns.{key}{hint})")
+        missing.append(f"'{printable(name, 60)}' ({setting(key)}{hint})")
     if missing:
         raise CrossmodalError(f"{source.name}: column{'s' if len(missing) > 1 else ''} {', '.join(missing)} not "
                               f"found; {list_columns(list(source.frame.columns), source.kind)}")
@@ -71,18 +89,24 @@ def require(source: Source, keys: Sequence[str], columns: Mapping[str, str]) -> 
 
 def choose_modalities(modalities: Sequence[str] | None, source: Source | None, columns: Mapping[str, str],
                       explicit: Collection[str]) -> list[str]:
-    """The modalities asked for, or (None) those whose column `source` has; a column the user named must exist."""
+    """The modalities asked for, or (None) those whose column(s) `source` has; a column the user named must exist.
+    `columns` holds the tabular columns as their own keys (`tabular_keys`)."""
     if modalities is None and source is None:
         raise CrossmodalError("no data given: set data.csv=FILE.csv, or data.train_csv and data.val_csv")
     if modalities is None:
-        require(source, [m for m in MODALITIES if m in explicit], columns)
-        modalities = [m for m in MODALITIES if m in source.found]
+        require(source, [key for m in MODALITIES for key in modality_keys(m, columns)
+                         if key in explicit or m in explicit], columns)
+        modalities = [m for m in MODALITIES
+                      if (keys := modality_keys(m, columns)) and all(key in source.found for key in keys)]
         if not modalities:
-            names = ", ".join(f"'{printable(columns[m], 60)}'" for m in MODALITIES)
+            names = ", ".join(f"'{printable(columns[m], 60)}'" for m in MODALITIES if m in columns)
             raise CrossmodalError(f"{source.name}: none of the modality columns {names} found (name yours with "
-                                  f"data.columns.image / text / audio); "
-                                  f"{list_columns(list(source.frame.columns), source.kind)}")
+                                  f"data.columns.image / text / audio, or list columns of numbers and categories "
+                                  f"in data.columns.tabular); {list_columns(list(source.frame.columns), source.kind)}")
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown or not modalities:
         raise CrossmodalError(f"modalities={list(modalities)}: choose one or more of {', '.join(MODALITIES)}")
+    if "tabular" in modalities and not modality_keys("tabular", columns):
+        raise CrossmodalError("modalities includes tabular, but data.columns.tabular names no column; list the "
+                              "columns of numbers and categories, e.g. data.columns.tabular=[price,brand]")
     return [m for m in MODALITIES if m in modalities]

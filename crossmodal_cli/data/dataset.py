@@ -25,6 +25,7 @@ from crossmodal_cli.data.csvfile import where
 from crossmodal_cli.data.modalities import load_audio, load_image
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.data.collate import collate_targets
+from crossmodal_cli.data.tabular_batch import collate_tabular, frame_arrays, tabular_row, tabular_rows
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,10 @@ class EpochSampler(Sampler):
 
 class TableDataset(Dataset):
     """Rows of one split; dataset[(epoch, row)] = {"image": uint8 [3,S,S], "text": str (or, pre-tokenised, a dict
-    of int64 [L] input_ids/attention_mask), "audio": float [N], "present": {m: bool}, "target": int | float | array
-    | dict, "index": int}. A missing input (column has_<m> False) is zeros / "".
+    of int64 [L] input_ids/attention_mask), "audio": float [N], "tabular": {"numeric": float32 [Cn],
+    "numeric_present": bool [Cn], "categorical": int64 [Cc]} (from the frame's columns, `tabular_batch.py`),
+    "present": {m: bool}, "target": int | float | array | dict, "index": int}. A missing input (column has_<m>
+    False) is zeros / "" (tabular: its cells, all blank).
 
     Random augmentation and audio crops are seeded by (seed, epoch, row), so they do not depend on worker count
     or on where a resumed run restarted.
@@ -108,7 +111,8 @@ class TableDataset(Dataset):
     def __init__(self, frame: pd.DataFrame, modalities: list[str], image_size: int, audio: AudioSettings,
                  train: bool, augment: bool, seed: int, resize: str = "squash",
                  images: tuple[np.ndarray, np.ndarray] | None = None, tokens: dict[str, np.ndarray] | None = None):
-        self.columns = {m: frame[m].tolist() for m in modalities}
+        self.columns = {m: frame[m].tolist() for m in modalities if m != "tabular"}
+        self.tabular = frame_arrays(frame) if "tabular" in modalities else None
         self.present = {m: (frame[f"has_{m}"].to_numpy(bool) if f"has_{m}" in frame else np.ones(len(frame), bool))
                         for m in modalities}
         self.targets = frame["target"].to_numpy()
@@ -130,6 +134,8 @@ class TableDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, i]) if self.train else None
         item: dict = {"target": self.targets[i], "index": i,
                       "present": {m: bool(p[i]) for m, p in self.present.items()}}
+        if self.tabular is not None:
+            item["tabular"] = tabular_row(self.tabular, i)
         for modality, values in self.columns.items():
             if modality == "text" and self.tokens is not None:  # a missing text was tokenised as ""
                 item["text"] = {k: torch.from_numpy(v[i].astype(np.int64)) for k, v in self.tokens.items()}
@@ -163,6 +169,8 @@ class TableDataset(Dataset):
             inputs["image"] = torch.from_numpy(batch)
         if "text" in self.columns:
             inputs["text"] = {k: torch.from_numpy(v[rows].astype(np.int64)) for k, v in self.tokens.items()}
+        if self.tabular is not None:
+            inputs["tabular"] = tabular_rows(self.tabular, rows)
         return {"inputs": inputs, "present": {m: torch.from_numpy(p[rows]) for m, p in self.present.items()},
                 "target": collate_targets(list(self.targets[rows])), "index": torch.from_numpy(rows)}
 
@@ -223,6 +231,8 @@ class Collate:
             enc = self.tokenizer([it["text"] for it in items], padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt", return_token_type_ids=False)
             inputs["text"] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if "tabular" in items[0]:
+            inputs["tabular"] = collate_tabular([it["tabular"] for it in items])
         present = {m: torch.tensor([it["present"][m] for it in items]) for m in items[0]["present"]}
         return {"inputs": inputs, "present": present, "target": collate_targets([it["target"] for it in items]),
                 "index": torch.tensor([it["index"] for it in items])}

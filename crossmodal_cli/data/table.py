@@ -14,6 +14,7 @@ CSVs and DataFrames in `sources.py`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,10 +24,13 @@ import numpy as np
 import pandas as pd
 
 from crossmodal_cli.data.cells import in_memory
-from crossmodal_cli.data.columns import MODALITIES, choose_modalities, match_columns, require
+from crossmodal_cli.data.columns import (MODALITIES, TABULAR, choose_modalities, match_columns, modality_keys,
+                                        require, tabular_keys)
 from crossmodal_cli.data.csvfile import check_separator, describe_rows, frame_source, printable, resolve_paths
 from crossmodal_cli.data.sources import Source, plan_sources, read_sources
 from crossmodal_cli.data.folds import fold_splits
+from crossmodal_cli.data.tabular import TabularPreprocessor
+from crossmodal_cli.data.tabular_text import tabular_texts, with_tabular_text
 from crossmodal_cli.errors import CrossmodalError
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,9 @@ class Table:
     report: dict = field(default_factory=dict)  # rows with unusable inputs per split and modality (validation.py)
     columns: dict[str, str] = field(default_factory=dict)  # data.columns key -> header name (first source) as found
     headers: dict[str, str] = field(default_factory=dict)  # canonical label column -> header (first source) as found
+    tabular: TabularPreprocessor | None = None  # the tabular preprocessing its frames were transformed with
+    read: list[str] = field(default_factory=list)  # the modalities whose columns were read: `modalities`, except
+    # that with data.tabular.as_text "tabular" was read and became (part of) "text"
 
 
 def check_on_missing(on_missing: str) -> None:
@@ -96,9 +103,15 @@ def _resolved(cells: list, root: str) -> list:
 
 
 def _canonical(source: Source, modalities: Sequence[str], root: str | None, labels: Sequence[str]) -> pd.DataFrame:
-    """Rename the user's columns to canonical names, strip cells, resolve paths against root."""
+    """Rename the user's columns to canonical names, strip cells, resolve paths against root. A tabular column C
+    becomes "tabular/C" (its cells as text); column "tabular" then holds each row's cells as one JSON list, the
+    row's tabular identity (feature cache) and blank check (validation.py)."""
     frame, found = source.frame, source.found
-    out = pd.DataFrame({key: _stripped(source, key) for key in (*labels, *modalities)})
+    keys = [key for m in modalities for key in modality_keys(m, found)]
+    out = pd.DataFrame({key: _stripped(source, key) for key in (*labels, *keys)})
+    if "tabular" in modalities:
+        cells = out[[key for key in keys if key.startswith(TABULAR)]].to_numpy(str)
+        out["tabular"] = [json.dumps(row.tolist(), ensure_ascii=False) for row in cells]
     out["source"] = source.origin
     out["line"] = frame.index.to_numpy()
     if "split" in found:
@@ -171,7 +184,7 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
                columns: Mapping[str, str], modalities: Sequence[str] | None, val_fraction: float,
                test_fraction: float, seed: int, labels: LabelColumns | None, keep: Sequence[str] = SPLITS,
                on_missing: str = "error", explicit: Collection[str] = (), separator: str = "auto",
-               folds: tuple[int, int] | None = None) -> Table:
+               folds: tuple[int, int] | None = None, tabular_as_text: bool = False) -> Table:
     """Read and check the CSV(s) or DataFrame(s) and return a Table of the splits in `keep`.
 
     `frames` ({"csv": one table to split} and/or {split: table}) gives DataFrames in place of the CSV paths.
@@ -180,14 +193,17 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
     label column(s) to read and require, refused per file before the split, and the strata of a seeded split;
     None (cmpredict) reads and requires no label column. The label columns are kept as written: targets are the
     caller's (`pipeline.labels.read_labelled`). `folds` (K, I): validate on fold I of K (data/folds.py).
+    `columns["tabular"]` lists the tabular columns; with `tabular_as_text` they are written into the text
+    (`tabular_text.py`) and the text modality takes the tabular one's place.
     """
     check_on_missing(on_missing)
     label_columns = dict(labels.columns) if labels is not None else {}
     wanted = {}  # data.columns in its order, the label entry replaced by the label column(s)
     for key, name in columns.items():
-        wanted.update(label_columns if key == "label" else {key: name})
+        wanted.update(label_columns if key == "label" else tabular_keys(name or []) if key == "tabular"
+                      else {key: name})
     wanted.update(label_columns)
-    explicit = {*explicit, *(k for k in label_columns if k not in columns)}
+    explicit = {*explicit, *(k for k in label_columns if k not in columns), *modality_keys("tabular", wanted)}
     separator = check_separator(separator)
     folding = folds is not None and bool({"train", "val"} & set(keep))  # both are read: the folds pool them
     plan = plan_sources({"csv": csv, "train": train_csv, "val": val_csv, "test": test_csv}, frames,
@@ -199,12 +215,19 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
     modalities = choose_modalities(modalities, first, wanted, explicit)
     test = ((f"the {frame_source('test')}",) * 2 if (frames or {}).get("test") is not None
             else (f"data.test_csv={test_csv}", "data.test_csv") if test_csv else None)  # given, kept or not
-    empty = pd.DataFrame(columns=[*label_columns, *modalities, "source", "line", "root"])
+    _refuse_reused(wanted, [*label_columns, *(m for m in modalities if m != "tabular"), "split"])
+    keys = [key for m in modalities for key in modality_keys(m, wanted)]
+    empty = pd.DataFrame(columns=[*label_columns, *keys, *(["tabular"] if "tabular" in modalities else []),
+                                  "source", "line", "root"])
+    if tabular_as_text and "tabular" in modalities:
+        empty = _tabular_as_text(empty)
     splits = {s: empty for s in SPLITS}
     for role, source in sources.items():
-        require(source, [*label_columns, *modalities,
+        require(source, [*label_columns, *keys,
                          *(["split"] if role == "csv" and "split" in explicit else [])], wanted)
         frame = _canonical(source, modalities, root, list(label_columns))
+        if tabular_as_text and "tabular" in modalities:
+            frame = _tabular_as_text(frame)
         if labels is not None and labels.check is not None:
             labels.check(frame, source.name, {k: source.found[k] for k in label_columns})
         if role == "csv":
@@ -220,5 +243,34 @@ def load_table(*, csv: str | None = None, train_csv: str | None = None, val_csv:
             raise CrossmodalError(f"{first.name if first else s}: the {s} split has no rows; add rows with split={s} "
                                   f"or adjust data.val_fraction")
     headers = {k: (first.found.get(k, v) if first else v) for k, v in label_columns.items()}
-    return Table(splits=splits, modalities=list(modalities), columns=dict(first.found) if first else {},
-                 headers=headers)
+    found, read = dict(first.found) if first else {}, list(modalities)
+    if "tabular" in modalities:
+        found["tabular"] = ", ".join(wanted[key] for key in modality_keys("tabular", wanted))
+        if tabular_as_text:
+            found.setdefault("text", f"{found.pop('tabular')} (data.tabular.as_text)")
+            modalities = [m for m in MODALITIES if m in {*modalities, "text"} and m != "tabular"]
+            log.info("data.tabular.as_text=true: the tabular columns are written into the text (modalities %s)",
+                     ",".join(modalities))
+    return Table(splits=splits, modalities=list(modalities), columns=found, headers=headers, read=read)
+
+
+def _refuse_reused(wanted: Mapping[str, str], keys: Sequence[str]) -> None:
+    """One line when a tabular column is also the label, split or another modality's column (a label among the
+    inputs would be a leak, the others read one column two ways)."""
+    taken = {str(wanted[key]): key for key in keys if wanted.get(key) not in (None, "")}
+    for key in modality_keys("tabular", wanted):
+        if wanted[key] in taken:
+            role = taken[wanted[key]]
+            what = ("a label column (an input must not hold the label)" if role not in ("image", "text", "audio", "split")
+                    else f"data.columns.{role}")
+            raise CrossmodalError(f"data.columns.tabular names '{printable(wanted[key], 60)}', which is {what}; "
+                                  f"remove it from data.columns.tabular")
+
+
+def _tabular_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """A canonical frame with its tabular columns written into its text (`tabular_text.py`) and dropped."""
+    keys = [c for c in frame.columns if c.startswith(TABULAR)]
+    cells = frame[keys].rename(columns=lambda key: key[len(TABULAR):])
+    texts = with_tabular_text(frame["text"].tolist() if "text" in frame else None,
+                              tabular_texts(cells, list(cells.columns)))
+    return frame.drop(columns=[*keys, "tabular"]).assign(text=np.array(texts, dtype=object))

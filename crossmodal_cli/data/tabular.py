@@ -56,10 +56,10 @@ class TabularOptions:
     def check(self) -> None:
         """One line for each way the options contradict themselves (before any data is read)."""
         if not self.columns:
-            raise CrossmodalError("data.tabular.columns is empty; name the CSV columns that hold numbers or categories")
+            raise CrossmodalError("data.columns.tabular is empty; name the CSV columns that hold numbers or categories")
         repeated = sorted({c for c in self.columns if list(self.columns).count(c) > 1})
         if repeated:
-            raise CrossmodalError(f"data.tabular.columns names {_named(repeated[0])} more than once; list it once")
+            raise CrossmodalError(f"data.columns.tabular names {_named(repeated[0])} more than once; list it once")
         both = [c for c in self.columns if c in self.categorical and c in self.numeric]
         if both:
             raise CrossmodalError(f"column {_named(both[0])} is in both data.tabular.categorical and "
@@ -69,7 +69,7 @@ class TabularOptions:
             stray = [c for c in names if c not in self.columns]
             if stray:
                 raise CrossmodalError(f"data.tabular.{key} names {_named(stray[0])}, which is not in "
-                                      f"data.tabular.columns; add it there or remove it from data.tabular.{key}")
+                                      f"data.columns.tabular; add it there or remove it from data.tabular.{key}")
         for key, value in (("transform", self.transform), *((f"transforms.{c}", t) for c, t in
                                                              self.transforms.items())):
             if value not in TRANSFORMS:
@@ -154,15 +154,15 @@ def _refuse_constant(name: str, column: str, texts: list[str], values: np.ndarra
         shown = next(t for t in texts if t)
         raise CrossmodalError(f"{name}: column {_named(column)} holds the single value '{printable(shown, 60)}' in "
                               f"every non-blank cell of the training split, so it cannot help predict anything; "
-                              f"remove it from data.tabular.columns")
+                              f"remove it from data.columns.tabular")
 
 
-def _require_columns(frame: pd.DataFrame, name: str, columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
+def _require_columns(frame: pd.DataFrame, name: str, columns: Sequence[str], prefix: str = "") -> None:
+    missing = [c for c in columns if prefix + c not in frame.columns]
     if missing:
         found = [c for c in frame.columns if c not in BOOKKEEPING]
         raise CrossmodalError(f"{name}: column{'s' if len(missing) > 1 else ''} "
-                              f"{', '.join(_named(c) for c in missing)} (data.tabular.columns) not found; "
+                              f"{', '.join(_named(c) for c in missing)} (data.columns.tabular) not found; "
                               f"{list_columns(found)}")
 
 
@@ -177,19 +177,20 @@ class TabularPreprocessor:
         self.summary = dict(summary)            # {column: training statistics (report)}
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, options: TabularOptions, name: str) -> TabularPreprocessor:
+    def fit(cls, frame: pd.DataFrame, options: TabularOptions, name: str, prefix: str = "") -> TabularPreprocessor:
         """Resolve the column types and fit every transform and vocabulary on `frame`, the training split only
-        (`name`: the CSV or DataFrame it came from, for messages). One-line errors: a column not in the frame, a
-        word in a numeric column, a column blank in every row, one with a single distinct value, one whose
-        values are all rarer than min_count."""
+        (`name`: the CSV or DataFrame it came from, for messages; `prefix`: column C is read from frame column
+        prefix + C, as a Table's frames hold it). One-line errors: a column not in the frame, a word in a numeric
+        column, a column blank in every row, one with a single distinct value, one whose values are all rarer
+        than min_count."""
         options.check()
-        _require_columns(frame, name, options.columns)
+        _require_columns(frame, name, options.columns, prefix)
         kinds, numeric, vocabularies, summary, transforms = [], {}, {}, {}, {}
         for column in options.columns:
-            texts = column_texts(frame, column)
+            texts = column_texts(frame, prefix + column)
             if not any(texts):
                 raise CrossmodalError(f"{name}: column {_named(column)} is blank in every row of the training split; "
-                                      f"fill it, or remove it from data.tabular.columns")
+                                      f"fill it, or remove it from data.columns.tabular")
             if column in options.numeric:
                 _refuse_word(frame, name, column, texts, "listed in data.tabular.numeric")
             is_numeric = column not in options.categorical and first_word(texts) is None
@@ -230,22 +231,24 @@ class TabularPreprocessor:
         """Per categorical column, the rows its embedding needs: the vocabulary + the 2 reserved ids."""
         return [len(self.vocabularies[c]) + FIRST_VALUE_ID for c in self.categorical_columns]
 
-    def transform(self, frame: pd.DataFrame, name: str) -> TabularArrays:
+    def transform(self, frame: pd.DataFrame, name: str, prefix: str = "") -> TabularArrays:
         """Any split's frame -> TabularArrays with the training split's fit; a word in a numeric column is a
-        one-line error naming its line, a category outside the vocabulary is counted, never an error."""
-        _require_columns(frame, name, self.spec.columns)
+        one-line error naming its line, a category outside the vocabulary is counted, never an error.
+        `prefix`: as for `fit`."""
+        _require_columns(frame, name, self.spec.columns, prefix)
         n = len(frame)
         numeric = np.zeros((n, len(self.numeric_columns)), np.float32)
         present = np.zeros((n, len(self.numeric_columns)), bool)
         for j, column in enumerate(self.numeric_columns):
-            texts = column_texts(frame, column)
+            texts = column_texts(frame, prefix + column)
             _refuse_word(frame, name, column, texts, "so typed on the training split")
             values, present[:, j] = numbers(texts)
             numeric[:, j] = np.where(present[:, j], apply_numeric(self.numeric[column], values), 0.0)
         categorical = np.zeros((n, len(self.categorical_columns)), np.int64)
         unknown = {}
         for j, column in enumerate(self.categorical_columns):
-            categorical[:, j], unknown[column] = category_ids(self.vocabularies[column], column_texts(frame, column))
+            categorical[:, j], unknown[column] = category_ids(self.vocabularies[column],
+                                                              column_texts(frame, prefix + column))
         return TabularArrays(numeric=numeric, numeric_present=present, categorical=categorical, unknown=unknown)
 
     def state(self) -> dict:

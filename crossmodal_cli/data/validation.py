@@ -25,6 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from crossmodal_cli.data.cells import describe_cell, in_memory
+from crossmodal_cli.data.columns import TABULAR
 from crossmodal_cli.data.csvfile import describe_rows, outside_root, printable, where
 from crossmodal_cli.data.probes import PROBES
 from crossmodal_cli.data.table import ON_MISSING, Table
@@ -166,7 +167,7 @@ def _raise_first(table: Table, reasons: dict, columns: Mapping[str, str]) -> Non
         if bad.empty:
             continue
         first = bad.iloc[0]
-        shown = describe_cell(first[modality], 200) if modality != "text" else ""
+        shown = describe_cell(first[modality], 200) if modality not in ("text", "tabular") else ""
         raise CrossmodalError(
             f"{first['source']}: column '{printable(table.columns.get(modality, columns[modality]), 60)}': "
             f"{describe_rows(bad[bad['source'] == first['source']])} with unusable {modality} input, e.g. "
@@ -194,6 +195,12 @@ def check_inputs(table: Table, columns: Mapping[str, str], on_missing: str, work
         if modality == "text":
             for s, rows in frames.items():
                 reasons[s][modality] = rows["text"].map(lambda t: None if t else "blank text")
+            continue
+        if modality == "tabular":
+            for s, rows in frames.items():
+                cells = rows[[c for c in rows.columns if str(c).startswith(TABULAR)]]
+                blank = (cells == "").all(axis=1)
+                reasons[s][modality] = blank.map({True: "every tabular cell blank", False: None})
             continue
         problems = _check_files(list(frames.values()), modality, workers, allow_outside_root, cache_dir)
         for s, rows in frames.items():

@@ -44,7 +44,7 @@ class ColumnEmbedding(nn.Module):
             raise CrossmodalError(f"encoder.tabular: numeric_columns={numeric_columns} and cardinalities="
                                   f"{cardinalities} must be >= 0 and >= 2 (the blank and unknown ids) each")
         if numeric_columns + len(cardinalities) == 0:
-            raise CrossmodalError("encoder.tabular: no tabular columns; name them in data.tabular.columns")
+            raise CrossmodalError("encoder.tabular: no tabular columns; name them in data.columns.tabular")
         self.numeric_columns, self.categorical_columns = numeric_columns, len(cardinalities)
         # parameters only for the kinds of column there are: one left unused would stop a DDP run
         if numeric_columns:

@@ -82,7 +82,11 @@ ADDED_KEYS = {"data.resize": "squash", "data.separator": ",", "trainer.feature_c
               "data.cache_dir": "~/.cache/crossmodal/preprocessed", "trainer.compile": False,
               "trainer.channels_last": "auto", "trainer.tf32": True,
               "data.allow_outside_root": False, "data.validation_cache": None, "data.folds": None,
-              "data.fold": 0,
+              "data.fold": 0, "data.columns.tabular": [],
+              "data.tabular": {"categorical": [], "numeric": [], "transform": "standard", "transforms": None,
+                               "min_count": 1, "as_text": False},
+              "encoder.tabular": {"_target_": "crossmodal_cli.encoders.tabular.TabularMLP", "embedding_dim": 16,
+                                  "hidden_size": 128, "num_layers": 2, "dropout": 0.1},
               "distill": {"teacher": None, "alpha": 0.5, "temperature": 2.0}}
 
 

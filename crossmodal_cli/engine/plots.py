@@ -125,9 +125,10 @@ def calibration_png(reliability: Mapping[str, Any], ece: float | None, path: Pat
 
 
 def importance_png(importance: Mapping[str, Any], path: Path) -> Path:
-    """One horizontal bar per removed modality (or pair): how much each metric drops without it."""
+    """One horizontal bar per removed modality (or pair, or tabular column): how much each metric drops without
+    it."""
     plt = _pyplot()
-    removed = importance["removed"]
+    removed = {**importance["removed"], **{f"column {c}": r for c, r in importance.get("columns", {}).items()}}
     names = list(removed)
     metrics = importance["metrics"]
     fig, ax = plt.subplots(figsize=(8, 1.8 + 0.45 * len(names) * len(metrics)))

@@ -11,7 +11,10 @@ import pandas as pd
 import yaml
 
 from crossmodal_cli.data.demo import ensure_demo
+from crossmodal_cli.data.columns import TABULAR
 from crossmodal_cli.data.table import SPLITS, Table
+from crossmodal_cli.data.tabular import TabularOptions, TabularPreprocessor, describe_unknown
+from crossmodal_cli.data.tabular_batch import attach
 from crossmodal_cli.data.validation import check_inputs
 from crossmodal_cli.paths import config_dir
 from crossmodal_cli.pipeline.labels import read_labelled
@@ -45,10 +48,12 @@ def default_columns() -> dict:
 
 def load_data(data: DataSettings, modalities: Sequence[str] | None, seed: int, task: Task | None = None,
               keep: Sequence[str] = SPLITS, labels_needed: bool = True,
-              frames: Mapping[str, pd.DataFrame] | None = None) -> Table:
+              frames: Mapping[str, pd.DataFrame] | None = None, tabular: TabularPreprocessor | None = None) -> Table:
     """Generate the demo data if configured, then read, split and check the CSV(s) and every file they name;
     the task (default: classification) turns the labels into targets, fitted on the training split unless it
-    already is (a checkpoint's task). `frames` ({role: DataFrame}, the Python API) are read in place of CSVs."""
+    already is (a checkpoint's task); likewise the tabular preprocessing (`tabular`: a checkpoint's), whose inputs
+    join each split's frame (`tabular_batch.attach`). `frames` ({role: DataFrame}, the Python API) are read in
+    place of CSVs."""
     files = ", ".join(f"{key}={getattr(data, key)}" for key in ("csv", "train_csv", "val_csv", "test_csv")
                       if getattr(data, key))
     log.info("data: %s; separator %s; on_missing=%s", files or "no CSV set", repr(data.separator), data.on_missing)
@@ -68,11 +73,54 @@ def load_data(data: DataSettings, modalities: Sequence[str] | None, seed: int, t
                           root=data.root, columns=columns, modalities=modalities, val_fraction=data.val_fraction,
                           test_fraction=data.test_fraction, seed=seed, keep=keep, on_missing=data.on_missing,
                           explicit=explicit, separator=data.separator, labels_needed=labels_needed, frames=frames,
-                          folds=(data.folds, data.fold) if data.folds else None)
+                          folds=(data.folds, data.fold) if data.folds else None,
+                          tabular_as_text=data.tabular.as_text)
     table.report = check_inputs(table, columns, data.on_missing, allow_outside_root=data.allow_outside_root,
                                 cache_dir=data.validation_cache)
+    if "tabular" in table.modalities:
+        prepare_tabular(table, data, tabular)
     sizes = ", ".join(f"{s} {len(f)}" for s, f in table.splits.items())
     folds = f" (val: fold {data.fold} of data.folds={data.folds})" if data.folds and "val" in table.splits else ""
     log.info("data: %s rows%s; %s; modalities %s", sizes, folds,
              task.describe() if labels_needed else "no labels read", ",".join(table.modalities))
     return table
+
+
+def tabular_options(data: DataSettings) -> TabularOptions:
+    """data.columns.tabular and data.tabular as the preprocessing's plain options."""
+    return TabularOptions(columns=[str(c) for c in data.columns.tabular],
+                          categorical=[str(c) for c in data.tabular.categorical],
+                          numeric=[str(c) for c in data.tabular.numeric], transform=data.tabular.transform,
+                          transforms={str(k): v for k, v in (data.tabular.transforms or {}).items()},
+                          min_count=data.tabular.min_count)
+
+
+def prepare_tabular(table: Table, data: DataSettings, fitted: TabularPreprocessor | None) -> None:
+    """Fit the tabular preprocessing on the training split (unless `fitted`, a checkpoint's), log what it found,
+    and attach every split's inputs to its frame; categories outside the vocabulary are counted and logged."""
+    def name(frame: pd.DataFrame) -> str:
+        return str(frame["source"].iloc[0]) if len(frame) else "the data"
+
+    pre = fitted
+    if pre is None:
+        pre = TabularPreprocessor.fit(table.splits["train"], tabular_options(data), name(table.splits["train"]),
+                                      prefix=TABULAR)
+        for column, report in pre.report().items():
+            log.info("tabular column %s", describe_column(column, report))
+    for split, frame in table.splits.items():
+        arrays = pre.transform(frame, name(frame), prefix=TABULAR)
+        for line in describe_unknown(arrays.unknown, split):
+            log.info(line)
+        table.splits[split] = attach(frame, arrays, pre)
+    table.tabular = pre
+
+
+def describe_column(column: str, report: Mapping) -> str:
+    """One log line's worth on a fitted column, e.g. "'price': numeric (log), 0.5 .. 980, 3 blank" or
+    "'brand': categorical, 12 categories (top: acme 40), 1 blank"."""
+    blank = f", {report['missing']} blank" if report["missing"] else ""
+    if report["type"] == "numeric":
+        return f"'{column}': numeric ({report['transform']}), {report['min']:g} .. {report['max']:g}{blank}"
+    top = ", ".join(f"{value} {count}" for value, count in report["top"][:3])
+    rare = f", {report['unknown']} training cells rarer than data.tabular.min_count" if report["unknown"] else ""
+    return f"'{column}': categorical, {report['categories']} categories (top: {top}){rare}{blank}"

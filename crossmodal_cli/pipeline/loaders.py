@@ -81,7 +81,8 @@ def make_loaders(cfg: RunSettings, table: Table, model: MultimodalModel, tokeniz
     settings = {"image": {"size": size, "resize": resize},
                 "text": {"max_length": cfg.data.text.max_length,
                          "tokenizer": tokenizer_to_json(tokenizer) if tokenizer is not None else None},
-                "audio": {"sample_rate": audio.sample_rate, "seconds": audio.seconds}}
+                "audio": {"sample_rate": audio.sample_rate, "seconds": audio.seconds},
+                "tabular": {"preprocessing": table.tabular.state() if table.tabular is not None else None}}
 
     def describe(m: str) -> dict:
         return {"modality": m, "encoder": encoder_node(cfg, m)[0], "weights": weights_digest(model.encoders[m]),

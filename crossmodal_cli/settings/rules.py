@@ -69,7 +69,7 @@ PositiveFloat = Annotated[float, Range(gt=0)]
 NonNegativeFloat = Annotated[float, Range(ge=0)]
 Fraction = Annotated[float, Range(ge=0, lt=1)]            # a probability or share that cannot be 1
 UnitInterval = Annotated[float, Range(ge=0, le=1)]
-Modality = Literal["image", "text", "audio"]
+Modality = Literal["image", "text", "audio", "tabular"]
 Device = Annotated[str, Rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
                              "auto, cpu, cuda or cuda:N")]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]

@@ -30,6 +30,10 @@ class ColumnsSettings:
     text: Column
     audio: Column
     label: Column
+    tabular: Annotated[list[Column], Rule(
+        lambda v: isinstance(v, list) and all(isinstance(c, (str, int)) and not isinstance(c, bool) and str(c) != ""
+                                              for c in v),
+        "a list of column names in brackets, e.g. [price,brand]; [] = no tabular columns")]
     split: Optional[Column] = None
 
 
@@ -46,6 +50,25 @@ class AudioDataSettings:
     sample_rate: Annotated[Optional[Annotated[int, Range(ge=1000, le=192_000)]],
                            "samples per second, e.g. 16000; null = the audio encoder's"]
     seconds: Annotated[float, Range(gt=0, le=600), "clip length in seconds"]
+
+
+ColumnNames = Annotated[list[Column], Rule(
+    lambda v: isinstance(v, list) and all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in v),
+    "a list of column names in brackets, e.g. [brand]")]
+
+
+@dataclass(frozen=True)
+class TabularDataSettings:
+    """data.tabular: how the columns of data.columns.tabular are read (crossmodal_cli/data/tabular.py)."""
+
+    categorical: Annotated[ColumnNames, "columns read as categories even when every cell is a number"]
+    numeric: Annotated[ColumnNames, "columns that must hold numbers (a word is an error naming its row)"]
+    transform: Literal["standard", "quantile", "log"]
+    transforms: Annotated[Optional[dict], Rule(lambda v: v is None or isinstance(v, dict) and all(
+        isinstance(t, str) for t in v.values()), "null, or a mapping of numeric columns to standard, quantile or "
+        "log, e.g. {price:log}")]
+    min_count: Annotated[int, Range(ge=1), "rarer categories go to the unknown id"]
+    as_text: Annotated[bool, "true: write the columns into the text instead of encoding them"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,7 @@ class DataSettings:
     audio: AudioDataSettings
     demo: Optional[DemoSettings]
     separator: Annotated[Literal["auto", ",", ";", "\t", "\\t", "tab", "|"], "tab: \\t or tab"]
+    tabular: TabularDataSettings
 
 
 @dataclass(frozen=True)
@@ -160,6 +184,8 @@ class EncoderKeys:
                                     "a local folder with a Hugging Face model")] = ABSENT
     n_fft: Annotated[int, Range(ge=16)] = ABSENT
     hop_ms: PositiveFloat = ABSENT
+    embedding_dim: PositiveInt = ABSENT
+    ffn_factor: PositiveFloat = ABSENT
     sample_rate: Annotated[int, Range(ge=1000, le=192_000), "samples per second"] = ABSENT
 
 
@@ -236,6 +262,8 @@ class EncoderSettings:
                                  BUILD_KEYS)]
     audio: Annotated[dict, Target(EncoderKeys, frozenset({"sample_rate", "architecture"}),
                                   BUILD_KEYS | {"sample_rate"})]
+    tabular: Annotated[dict, Target(EncoderKeys, frozenset({"numeric_columns", "cardinalities", "architecture"}),
+                                    BUILD_KEYS)]
 
     def __getitem__(self, modality: str) -> dict:
         """encoder[m]: the config group of modality m's encoder."""
@@ -262,9 +290,10 @@ class RunSettings:
     trainer: TrainerSettings
     seed: Seed
     modalities: Annotated[Union[Modality, list[Modality], None], Rule(
-        lambda v: v is None or v in ("image", "text", "audio") or (
-            isinstance(v, list) and 0 < len(v) == len(set(v)) and all(m in ("image", "text", "audio") for m in v)),
-        "null (every modality with a column) or a list of distinct modalities in brackets, e.g. [image,text]")]
+        lambda v: v is None or v in ("image", "text", "audio", "tabular") or (
+            isinstance(v, list) and 0 < len(v) == len(set(v))
+            and all(m in ("image", "text", "audio", "tabular") for m in v)),
+        "null (every modality with a column) or a list of distinct modalities in brackets, e.g. [image,tabular]")]
     resume: Path_
     distill: DistillSettings
 

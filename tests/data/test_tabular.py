@@ -61,9 +61,9 @@ def test_a_column_in_both_overrides_is_one_line():
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"columns": ()}, "data.tabular.columns is empty"),
+    ({"columns": ()}, "data.columns.tabular is empty"),
     ({"columns": ("price", "price")}, "names 'price' more than once"),
-    ({"categorical": ["colour"]}, "data.tabular.categorical names 'colour', which is not in data.tabular.columns"),
+    ({"categorical": ["colour"]}, "data.tabular.categorical names 'colour', which is not in data.columns.tabular"),
     ({"transform": "minmax"}, "data.tabular.transform=minmax: use standard, quantile, log"),
     ({"transforms": {"price": "box"}}, "data.tabular.transforms.price=box: use standard"),
     ({"transforms": {"brand": "log"}, "categorical": ["brand"]}, "transforms apply to numeric columns only"),
@@ -99,7 +99,7 @@ def test_cell_errors_use_a_tables_source_and_line_columns():
 
 
 def test_a_missing_column_lists_the_columns_found():
-    with pytest.raises(CrossmodalError, match=r"^train.csv: column 'colour' \(data.tabular.columns\) not found; "
+    with pytest.raises(CrossmodalError, match=r"^train.csv: column 'colour' \(data.columns.tabular\) not found; "
                                               r"the CSV has columns: price, brand, zip$"):
         fit(columns=("price", "colour"))
 

@@ -43,7 +43,7 @@ def test_shapes_with_or_without_each_kind_of_column(cls, numeric_columns, cardin
 
 @pytest.mark.parametrize("cls", ENCODERS)
 def test_no_columns_at_all_is_one_line(cls):
-    with pytest.raises(CrossmodalError, match="no tabular columns; name them in data.tabular.columns"):
+    with pytest.raises(CrossmodalError, match="no tabular columns; name them in data.columns.tabular"):
         make(cls, 0, [])
 
 

@@ -185,7 +185,7 @@ def test_cascade_order_skips_unused_modalities_and_appends_unlisted_ones():
 
 @pytest.mark.parametrize("order", [["image", "txt"], ["text", "text"]])
 def test_cascade_order_with_a_typo_or_a_repeat_is_refused(order):
-    with pytest.raises(CrossmodalError, match=r"^fusion.order=\[.*\]: list each of image, text, audio at most once$"):
+    with pytest.raises(CrossmodalError, match=r"^fusion.order=\[.*\]: list each of image, text, audio, tabular at most once$"):
         CascadeFusion({"text": 4, "image": 4}, order=order, proj_dim=4, hidden_dim=8, dropout=0.0)
 
 

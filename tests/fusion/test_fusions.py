@@ -19,10 +19,11 @@ from crossmodal_cli.paths import config_dir
 
 CONFIGS = sorted(Path(config_dir(), "fusion").glob("*.yaml"))
 NAMES = [p.stem for p in CONFIGS]
-WIDTHS = {"audio": 12, "image": 24, "text": 16}   # different encoder widths
-LENGTHS = {"audio": 5, "image": 4, "text": 7}     # different token counts
+WIDTHS = {"audio": 12, "image": 24, "text": 16, "tabular": 20}   # different encoder widths
+LENGTHS = {"audio": 5, "image": 4, "text": 7, "tabular": 3}       # different token counts (tabular: one per column)
 TEXT_LENGTHS = [4, 7, 2, 5]                       # real text tokens per sample; the rest is padding
-SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(sorted(WIDTHS), r)]
+THREE = ["audio", "image", "text"]  # the tests written for three modalities keep them
+SUBSETS = [s for r in (1, 2, 3, 4) for s in itertools.combinations(sorted(WIDTHS), r)]
 B = 4
 
 
@@ -134,7 +135,7 @@ def test_tokens_beyond_max_tokens_are_ignored(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_runs_under_bf16_autocast(name):
-    modalities = sorted(WIDTHS)
+    modalities = THREE
     fusion = build(name, modalities)
     present = {m: torch.tensor([True, m != "text", True, m == "audio"]) for m in modalities}
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -146,7 +147,7 @@ def test_runs_under_bf16_autocast(name):
 @pytest.mark.parametrize("name,overrides,learned", [("weighted", {}, True), ("late", {"combine": "mean"}, False),
                                                     ("late", {"combine": "learned"}, True)])
 def test_summary_reports_the_modality_weights(name, overrides, learned):
-    modalities = sorted(WIDTHS)
+    modalities = THREE
     fusion = build(name, modalities, **overrides)
     logits = [p for p in fusion.parameters() if p.ndim == 1 and p.numel() == len(modalities)]
     assert len(logits) == int(learned)  # one learned logit per modality, or none for an equal mean
@@ -160,7 +161,7 @@ def test_summary_reports_the_modality_weights(name, overrides, learned):
 
 
 def test_late_fusion_with_a_linear_head_is_the_mean_of_present_per_modality_logits():
-    modalities = sorted(WIDTHS)
+    modalities = THREE
     fusion = build("late", modalities).eval()
     head = torch.nn.Linear(fusion.out_dim, 3)
     present = {"audio": torch.tensor([True, False, True, True]), "image": torch.tensor([True, True, False, True]),
@@ -210,7 +211,7 @@ def test_a_vector_shared_by_all_samples_shifts_the_fused_state_without_shrinking
     sample (here to the last residual branch's or stage's output bias, as training grows one) moves the state by
     that vector and leaves the differences between samples as they are; a LayerNorm there divided them by its
     length, which kept both fusions at chance on the demo for some seeds (the modules' docstrings)."""
-    modalities = sorted(WIDTHS)
+    modalities = THREE
     fusion = build(name, modalities).eval()
     encoded = inputs(modalities)
     if name == "attention":
@@ -229,7 +230,7 @@ def test_a_vector_shared_by_all_samples_shifts_the_fused_state_without_shrinking
 def test_a_cascade_stage_adds_to_the_state_instead_of_replacing_it():
     """Residual stages: with every stage's output layer at zero, the state reaching the final MLP is the first
     modality's projection itself (a non-residual cascade left seed 1 of the demo at validation 0.71; cascade.py)."""
-    modalities = sorted(WIDTHS)
+    modalities = THREE
     fusion = build("cascade", modalities).eval()
     encoded = inputs(modalities)
     with torch.no_grad():
@@ -243,7 +244,7 @@ def test_a_cascade_stage_adds_to_the_state_instead_of_replacing_it():
 
 def test_gated_fusion_keeps_each_modalitys_mean_gate_for_the_report():
     """cmeval's modality importance averages `last_gates`: per row, over the present modalities, summing to 1."""
-    modalities = sorted(WIDTHS)
+    modalities = THREE
     fusion = build("gated", modalities)
     present = {m: torch.ones(B, dtype=torch.bool) for m in modalities}
     present["text"] = torch.tensor([True, False, True, False])

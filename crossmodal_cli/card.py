@@ -19,6 +19,15 @@ KINDS = {"Classification": "classification", "MultiLabel": "multilabel", "Regres
          "Retrieval": "retrieval", "MultiTask": "multitask"}
 
 
+def tabular_inputs(rebuilt: Rebuilt) -> list[str]:
+    """The tabular input arrays the graph takes: numeric and numeric_present where there are numeric columns,
+    categorical where there are categorical ones (an array with no columns would be a zero-width input)."""
+    if "tabular" not in rebuilt.modalities or rebuilt.tabular is None:
+        return []
+    return ([*(["numeric", "numeric_present"] if rebuilt.tabular.numeric_columns else []),
+             *(["categorical"] if rebuilt.tabular.categorical_columns else [])])
+
+
 def task_spec(task) -> dict:
     """The task as the runtime decodes it: its kind, state and prediction column names."""
     from crossmodal_cli.tasks.base import probability_columns
@@ -37,9 +46,14 @@ def task_spec(task) -> dict:
 
 def bundle_spec(rebuilt: Rebuilt, onnx: dict) -> dict:
     cfg = rebuilt.config
-    spec: dict[str, Any] = {"format": 1, "modalities": list(rebuilt.modalities),
-                            "columns": {m: getattr(cfg.data.columns, m) for m in rebuilt.modalities},
+    read = list(cfg.modalities or rebuilt.modalities)  # with data.tabular.as_text: tabular read, text encoded
+    tabular = [str(c) for c in cfg.data.columns.tabular]
+    columns = {m: (tabular if m == "tabular" else str(getattr(cfg.data.columns, m))) for m in rebuilt.modalities
+               if m in read}
+    spec: dict[str, Any] = {"format": 1, "modalities": list(rebuilt.modalities), "columns": columns,
                             "on_missing": cfg.data.on_missing, "task": task_spec(rebuilt.task), "onnx": onnx}
+    if rebuilt.tabular is not None and "tabular" in rebuilt.modalities:
+        spec["tabular"] = {"state": rebuilt.tabular.state(), "inputs": tabular_inputs(rebuilt)}
     if "image" in rebuilt.modalities:
         size, resize = image_input(cfg)
         encoder = cfg.encoder["image"]
@@ -49,6 +63,8 @@ def bundle_spec(rebuilt: Rebuilt, onnx: dict) -> dict:
         tokenizer = rebuilt.tokenizer
         spec["text"] = {"tokenizer": "tokenizer.json", "max_length": cfg.data.text.max_length,
                         "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token}
+        if cfg.data.tabular.as_text and "tabular" in read:  # the columns written before the text (tabular_text.py)
+            spec["text"]["tabular_columns"] = tabular
     if "audio" in rebuilt.modalities:
         spec["audio"] = {"sample_rate": audio_rate(cfg), "seconds": cfg.data.audio.seconds, "mono": True}
     return spec
@@ -65,13 +81,22 @@ def versions() -> dict[str, str]:
 
 
 def input_lines(spec: dict) -> dict[str, str]:
-    described = {"image": lambda s: f"image: a path, encoded bytes or a PIL image; made RGB, upright, fitted to "
+    described = {"tabular": lambda s: "tabular: numbers and categories (blank = missing; a category the training "
+                                       "split lacked counts as unknown)",
+                 "image": lambda s: f"image: a path, encoded bytes or a PIL image; made RGB, upright, fitted to "
                                     f"{s['image']['size']}x{s['image']['size']} px ({s['image']['resize']})",
                  "text": lambda s: f"text: a string; tokenised with tokenizer.json, at most "
                                    f"{s['text']['max_length']} tokens",
                  "audio": lambda s: f"audio: a path or encoded bytes; mixed to mono, resampled to "
                                     f"{s['audio']['sample_rate']} Hz, the first {s['audio']['seconds']} s"}
-    return {spec["columns"][m]: described[m](spec) for m in spec["modalities"]}
+    lines = {}
+    for m in spec["modalities"]:
+        columns = spec["columns"].get(m, [])
+        for column in columns if isinstance(columns, list) else [columns]:
+            lines[column] = described[m](spec)
+    for column in spec.get("text", {}).get("tabular_columns", []):
+        lines[column] = "a number or a category, written into the text as 'column: value' (data.tabular.as_text)"
+    return lines
 
 
 def card(rebuilt: Rebuilt, spec: dict, state: dict, metrics: dict, data: dict, checkpoint: Path) -> dict:

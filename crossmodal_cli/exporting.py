@@ -22,11 +22,13 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from crossmodal_cli.card import tabular_inputs
 from crossmodal_cli.encoders.adapters import merge_adapters
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.factory import Rebuilt
@@ -43,13 +45,16 @@ class Graph(nn.Module):
     def __init__(self, rebuilt: Rebuilt):
         super().__init__()
         self.model, self.task, self.modalities = rebuilt.model, rebuilt.task, list(rebuilt.modalities)
+        self.tabular = tabular_inputs(rebuilt)
         self.heads = list(self.task.tasks) if isinstance(self.task, MultiTask) else None  # one output per column
 
     def forward(self, *arrays: torch.Tensor):
-        named = dict(zip(input_names(self.modalities), arrays))
-        inputs = {m: named[m] for m in self.modalities if m != "text"}
+        named = dict(zip(input_names(self.modalities, self.tabular), arrays))
+        inputs = {m: named[m] for m in self.modalities if m not in ("text", "tabular")}
         if "text" in self.modalities:
             inputs["text"] = {"input_ids": named["input_ids"], "attention_mask": named["attention_mask"]}
+        if "tabular" in self.modalities:
+            inputs["tabular"] = {kind: named[f"tabular_{kind}"] for kind in self.tabular}
         present = {m: named[f"has_{m}"] for m in self.modalities}
         model = self.model
         out = model.head_outputs(model.fuse(model.encode(inputs), present))
@@ -57,10 +62,13 @@ class Graph(nn.Module):
         return tuple(values[h] for h in self.heads) if self.heads else values
 
 
-def input_names(modalities: list[str]) -> list[str]:
+def input_names(modalities: list[str], tabular: Sequence[str] = ()) -> list[str]:
+    """The graph's inputs in order: per modality its arrays (text: input_ids, attention_mask; tabular:
+    tabular_KIND for each of `tabular`, see `tabular_inputs`), then has_MODALITY for each."""
     names = []
     for modality in modalities:
-        names += ["input_ids", "attention_mask"] if modality == "text" else [modality]
+        names += (["input_ids", "attention_mask"] if modality == "text" else
+                  [f"tabular_{kind}" for kind in tabular] if modality == "tabular" else [modality])
     return names + [f"has_{m}" for m in modalities]
 
 
@@ -75,6 +83,13 @@ def sample(rebuilt: Rebuilt, rows: int, seed: int = 0) -> tuple[torch.Tensor, ..
     if "audio" in rebuilt.modalities:
         length = int(round(audio_rate(cfg) * cfg.data.audio.seconds))
         arrays["audio"] = torch.from_numpy(rng.normal(0, 0.1, (rows, length)).astype(np.float32))
+    if rebuilt.tabular is not None and "tabular" in rebuilt.modalities:
+        numeric = len(rebuilt.tabular.numeric_columns)
+        arrays["tabular_numeric"] = torch.from_numpy(rng.normal(0, 1, (rows, numeric)).astype(np.float32))
+        arrays["tabular_numeric_present"] = torch.from_numpy(rng.random((rows, numeric)) > 0.2)
+        arrays["tabular_categorical"] = torch.from_numpy(np.stack(
+            [rng.integers(0, c, rows) for c in rebuilt.tabular.cardinalities], axis=1).astype(np.int64)
+            if rebuilt.tabular.cardinalities else np.zeros((rows, 0), np.int64))
     if "text" in rebuilt.modalities:
         vocab, length = len(rebuilt.tokenizer), cfg.data.text.max_length
         arrays["input_ids"] = torch.from_numpy(rng.integers(5, vocab, (rows, length)))
@@ -85,7 +100,7 @@ def sample(rebuilt: Rebuilt, rows: int, seed: int = 0) -> tuple[torch.Tensor, ..
         if rows > len(rebuilt.modalities):
             has[i + 1] = False
         arrays[f"has_{modality}"] = has
-    return tuple(arrays[n] for n in input_names(list(rebuilt.modalities)))
+    return tuple(arrays[n] for n in input_names(list(rebuilt.modalities), tabular_inputs(rebuilt)))
 
 
 def output_names(graph: Graph) -> list[str]:
@@ -95,7 +110,7 @@ def output_names(graph: Graph) -> list[str]:
 def write_onnx(graph: Graph, args: tuple[torch.Tensor, ...], path: Path) -> str:
     """Export the graph, traced with `args`, to `path`; returns the exporter that succeeded (dynamo, else
     torchscript)."""
-    names, outs = input_names(graph.modalities), output_names(graph)
+    names, outs = input_names(graph.modalities, graph.tabular), output_names(graph)
     batch = torch.export.Dim("batch", min=1)
     shapes = tuple({0: batch} for _ in names)
     errors = []
@@ -134,7 +149,7 @@ def parity(graph: Graph, rebuilt: Rebuilt, path: Path, rows: int = 5) -> float:
     expected = expected if isinstance(expected, tuple) else (expected,)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     reads = {i.name for i in session.get_inputs()}  # the exporter drops an input the graph never reads (a presence
-    feed = {n: a.numpy() for n, a in zip(input_names(graph.modalities), arrays) if n in reads}  # flag retrieval ignores)
+    feed = {n: a.numpy() for n, a in zip(input_names(graph.modalities, graph.tabular), arrays) if n in reads}  # flag retrieval ignores)
     got = session.run(None, feed)
     return max(float(np.abs(g - e.float().numpy()).max()) for g, e in zip(got, expected))
 
@@ -174,7 +189,8 @@ def export_onnx(rebuilt: Rebuilt, folder: Path) -> dict:
         for part in Path(scratch).iterdir():  # model.onnx, and its weights file (model.onnx.data) where written
             shutil.copyfile(part, folder / part.name)
     log.info("model.onnx: %s exporter, largest difference from PyTorch %.1e", exporter, difference)
-    return {"exporter": exporter, "max_abs_difference": difference, "inputs": input_names(graph.modalities),
+    return {"exporter": exporter, "max_abs_difference": difference,
+            "inputs": input_names(graph.modalities, graph.tabular),
             "outputs": output_names(graph)}
 
 
@@ -233,10 +249,6 @@ def export_bundle(checkpoint: Path, out: Path) -> dict:
         raise CrossmodalError(f"out={out}: the folder exists and is not a bundle; choose an empty or new folder")
     state = load_checkpoint(checkpoint)
     rebuilt = rebuild(state)
-    if rebuilt.tabular is not None or rebuilt.config.data.tabular.as_text:
-        raise CrossmodalError(f"ckpt={checkpoint}: a model that reads tabular columns (data.columns.tabular) cannot "
-                              f"be exported yet (the bundle's runtime has no tabular preprocessing); serve it with "
-                              f"cmpredict or the Python API's load()")
     out.mkdir(parents=True, exist_ok=True)
     onnx = export_onnx(rebuilt, out)
     spec = bundle_spec(rebuilt, onnx)

@@ -3,9 +3,10 @@
   GET  /health            {"status": "ok"}
   GET  /metadata          the bundle's card.json, and the input columns
   POST /predict           {"rows": [{COLUMN: value, …}, …]}: text as a string, image and audio as base64 (a
-                          `data:…;base64,` prefix is allowed), null (or blank text) for a missing input;
+                          `data:…;base64,` prefix is allowed), a tabular column as a number or a string,
+                          null (or blank text) for a missing input;
                           returns {"predictions": [{row, predicted, prob_CLASS, …}]}
-  POST /predict/upload    multipart form: one row, text columns as fields, image/audio columns as files
+  POST /predict/upload    multipart form: one row, text and tabular columns as fields, image/audio columns as files
 
 Requests are batched: rows waiting together (up to max_batch rows, for at most max_wait_ms) go through the model in
 one call. A missing input follows the checkpoint's data.on_missing: zero masks it, drop leaves the row out of the
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from crossmodal_cli.arguments import arguments
+from crossmodal_cli.data.csvfile import FIRST_ROW_LINE
 from crossmodal_cli.errors import CrossmodalError, exit_on_user_error
 from crossmodal_cli.runtime.bundle import Bundle
 from crossmodal_cli.runtime.decode import prediction_frame
@@ -57,18 +59,22 @@ def rows_frame(bundle: Bundle, rows: Any) -> pd.DataFrame:
     """The request's rows as the runtime's input frame (image/audio decoded from base64 to bytes)."""
     if not isinstance(rows, list) or not rows:
         raise BadRequest('expected {"rows": [{COLUMN: value, ...}, ...]} with at least one row', 400)
-    cells: dict[str, list] = {column: [] for column in bundle.columns.values()}
+    cells: dict[str, list] = {column: [] for column in bundle.input_columns}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise BadRequest(f"rows[{i}]: expected an object of COLUMN: value, got {type(row).__name__}")
-        for modality, column in bundle.columns.items():
+        for column, kind in bundle.input_columns.items():
             if column not in row:
                 raise BadRequest(f"rows[{i}]: column '{column}' missing (the bundle reads "
-                                 f"{', '.join(bundle.columns.values())}; null marks a missing input)")
+                                 f"{', '.join(bundle.input_columns)}; null marks a missing input)")
             value = row[column]
             if value is None:
                 cells[column].append(None)
-            elif modality == "text":
+            elif kind == "value":  # a tabular cell: a number or a category
+                if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                    raise BadRequest(f"rows[{i}].{column}: expected a number or a string, got {type(value).__name__}")
+                cells[column].append(value)
+            elif kind == "text":
                 if not isinstance(value, str):
                     raise BadRequest(f"rows[{i}].{column}: expected a string, got {type(value).__name__}")
                 cells[column].append(value)
@@ -143,16 +149,21 @@ def create_app(bundle: Bundle, max_batch: int = 32, max_wait_ms: float = 5, max_
 
     async def predict_frame(frame: pd.DataFrame) -> dict:
         loop = asyncio.get_running_loop()
-        feed, keep, reasons = await loop.run_in_executor(None, bundle.arrays, frame, None, "zero")
-        for modality, column in bundle.columns.items():
+        try:
+            numbered = frame.set_axis(np.arange(len(frame)) + FIRST_ROW_LINE)  # errors name "DataFrame row I"
+            feed, keep, reasons = await loop.run_in_executor(None, bundle.arrays, numbered, None, "zero", "DataFrame")
+        except CrossmodalError as err:  # a word in a numeric tabular column
+            raise BadRequest(str(err)) from None
+        for modality in bundle.spec["modalities"]:
+            column = bundle.describe(modality)
             for i, why in enumerate(reasons[modality]):
-                if why and modality != "text" and frame[column].iloc[i] is not None:  # sent but unusable
+                if why and modality in ("image", "audio") and frame[column].iloc[i] is not None:  # sent, unusable
                     raise BadRequest(f"rows[{i}].{column}: {why}")
                 if why and on_missing == "error":
                     raise BadRequest(f"rows[{i}].{column} is null and this bundle's on_missing=error; send the "
                                      f"input (its checkpoint was trained with data.on_missing=error)")
         if on_missing == "drop":
-            keep &= np.all([feed[f"has_{m}"] for m in bundle.columns], axis=0)
+            keep &= np.all([feed[f"has_{m}"] for m in bundle.spec["modalities"]], axis=0)
         if not keep.any():
             raise BadRequest("no row has a usable input to predict from")
         outputs = await batcher.submit({name: values[keep] for name, values in feed.items()})
@@ -207,12 +218,12 @@ def create_app(bundle: Bundle, max_batch: int = 32, max_wait_ms: float = 5, max_
             except Exception as err:  # not multipart, or a malformed one
                 raise BadRequest(f"expected a multipart form ({type(err).__name__}: {err})", 400) from None
             row = {}
-            for modality, column in bundle.columns.items():
+            for column, kind in bundle.input_columns.items():
                 if column not in form:
                     raise BadRequest(f"form field '{column}' missing (the bundle reads "
-                                     f"{', '.join(bundle.columns.values())})")
+                                     f"{', '.join(bundle.input_columns)})")
                 value = form[column]
-                if modality == "text":
+                if kind in ("text", "value"):
                     row[column] = value if isinstance(value, str) else (await value.read()).decode(errors="replace")
                 else:
                     data = await value.read() if hasattr(value, "read") else None

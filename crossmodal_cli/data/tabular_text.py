@@ -16,7 +16,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from crossmodal_cli.data.tabular_columns import column_texts
+from crossmodal_cli.data.tabular_columns import cell_text, column_texts
 
 CELL_SEPARATOR = "; "
 TEXT_SEPARATOR = " | "
@@ -33,5 +33,5 @@ def with_tabular_text(texts: Sequence[str] | None, tabular: Sequence[str]) -> li
     text column, the tabular texts are the texts."""
     if texts is None:
         return list(tabular)
-    return [TEXT_SEPARATOR.join(part for part in (t, str(text or "").strip()) if part)
+    return [TEXT_SEPARATOR.join(part for part in (t, cell_text(text)) if part)
             for t, text in zip(tabular, texts, strict=True)]

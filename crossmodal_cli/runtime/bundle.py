@@ -18,6 +18,7 @@ import pandas as pd
 
 from crossmodal_cli.data.cells import describe_cell, in_memory
 from crossmodal_cli.data.csvfile import FIRST_ROW_LINE, read_csv
+from crossmodal_cli.data.tabular_text import tabular_texts, with_tabular_text
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.runtime.decode import prediction_frame, unit
 from crossmodal_cli.runtime.inputs import Inputs, load_tokenizer
@@ -41,6 +42,7 @@ class Bundle:
         tokenizer = load_tokenizer(str(self.folder / self.spec["text"]["tokenizer"]), self.spec["text"]) \
             if "text" in self.spec["modalities"] else None
         self.inputs = Inputs(self.spec, tokenizer)
+        self.written = list(self.spec.get("text", {}).get("tabular_columns", []))  # data.tabular.as_text
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -48,9 +50,26 @@ class Bundle:
                                             providers=["CPUExecutionProvider"])
 
     @property
-    def columns(self) -> dict[str, str]:
-        """{modality: the input column it reads}."""
-        return {m: self.spec["columns"][m] for m in self.spec["modalities"]}
+    def columns(self) -> dict[str, str | list[str]]:
+        """{modality: the input column it reads (tabular: the list of its columns)}; a text made only of tabular
+        columns (data.tabular.as_text without a text column) has none."""
+        return {m: self.spec["columns"][m] for m in self.spec["modalities"] if m in self.spec["columns"]}
+
+    @property
+    def input_columns(self) -> dict[str, str]:
+        """{column: how it is read}: "image", "audio", "text" (a string) or "value" (a tabular column, or one
+        written into the text: a number or a category), every column a row must have."""
+        kinds = {}
+        for modality, column in self.columns.items():
+            kinds.update({c: "value" for c in column} if modality == "tabular" else {column: modality})
+        kinds.update({c: "value" for c in self.written})
+        return kinds
+
+    def describe(self, modality: str) -> str:
+        """The column(s) a modality reads, for messages."""
+        column = self.columns.get(modality, [])
+        return ", ".join([*(column if isinstance(column, list) else [column]),
+                          *(self.written if modality == "text" else [])])
 
     def frame(self, rows: Any, root: str | None = None) -> tuple[pd.DataFrame, str | None, str]:
         """rows as a DataFrame of the input columns, the folder relative paths resolve against, and where the rows
@@ -65,25 +84,34 @@ class Bundle:
         frame.index = np.arange(len(frame)) + FIRST_ROW_LINE  # as cmpredict numbers the rows of a DataFrame
         return frame, root, "DataFrame"
 
-    def arrays(self, frame: pd.DataFrame, root: str | None, on_missing: str) -> tuple[dict, np.ndarray, dict]:
-        """The model's input arrays for `frame`, which rows are kept, and why a row's modality is missing."""
-        missing = [c for c in self.columns.values() if c not in frame.columns]
+    def arrays(self, frame: pd.DataFrame, root: str | None, on_missing: str,
+               source: str = "rows") -> tuple[dict, np.ndarray, dict]:
+        """The model's input arrays for `frame`, which rows are kept, and why a row's modality is missing
+        (`source`: where the rows come from, for a tabular cell's error)."""
+        missing = [c for c in self.input_columns if c not in frame.columns]
         if missing:
             raise CrossmodalError(f"input column{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing; the "
-                                  f"bundle reads {', '.join(self.columns.values())} (found: "
+                                  f"bundle reads {', '.join(self.input_columns)} (found: "
                                   f"{', '.join(map(str, frame.columns)) or 'none'})")
         feed, usable, reasons = {}, {}, {}
-        for modality, column in self.columns.items():
-            cells = [_resolved(c, root) if modality != "text" else c for c in frame[column].tolist()]
-            values, ok, why = getattr(self.inputs, modality)(cells)
-            feed.update(values if modality == "text" else {modality: values})
+        for modality in self.spec["modalities"]:
+            column = self.columns.get(modality)
+            if modality == "tabular":
+                values, ok, why = self.inputs.tabular(frame[column], source)
+            elif modality == "text":
+                cells = frame[column].tolist() if column is not None else None
+                values, ok, why = self.inputs.text(with_tabular_text(cells, tabular_texts(frame, self.written))
+                                                   if self.written else cells)
+            else:
+                values, ok, why = getattr(self.inputs, modality)([_resolved(c, root) for c in frame[column].tolist()])
+            feed.update(values if modality in ("text", "tabular") else {modality: values})
             usable[modality], reasons[modality] = ok, why
         keep = np.ones(len(frame), bool)
         for modality, ok in usable.items():
             bad = np.flatnonzero(~ok)
             if len(bad) and on_missing == "error":
                 line, why = frame.index[bad[0]], reasons[modality][bad[0]]
-                raise CrossmodalError(f"row at line {line}: {why} in column {self.columns[modality]} ({len(bad)} "
+                raise CrossmodalError(f"row at line {line}: {why} in column {self.describe(modality)} ({len(bad)} "
                                       f"row(s) in all); pass on_missing='zero' to mask it or 'drop' to skip the row")
             if on_missing == "drop":
                 keep &= ok
@@ -110,7 +138,7 @@ class Bundle:
         if on_missing not in ON_MISSING:
             raise CrossmodalError(f"on_missing={on_missing!r}: use error, drop or zero")
         frame, root, source = self.frame(rows, root)
-        feed, keep, _ = self.arrays(frame, root, on_missing)
+        feed, keep, _ = self.arrays(frame, root, on_missing, source)
         if not keep.any():
             raise CrossmodalError("no row has a usable input to predict from")
         return frame, keep, self.run(feed, keep, batch_size), root, source
@@ -123,7 +151,9 @@ class Bundle:
         kept = frame[keep]
         where = {"row": np.arange(len(kept)), "source": source, "line": lines}
         where.update({m: [describe_cell(v) if in_memory(v) else v if m == "text" else _resolved(v, root)
-                          for v in kept[c]] for m, c in self.columns.items()})
+                          for v in kept[c]] for m, c in self.columns.items() if m != "tabular"})
+        where.update({c: kept[c].tolist() for c, kind in self.input_columns.items()  # tabular cells as given
+                      if kind == "value" and c not in where})
         return pd.concat([pd.DataFrame(where), prediction_frame(self.spec["task"], outputs, lines)], axis=1)
 
     def embed(self, rows: Any, *, root: str | None = None, on_missing: str | None = None,

@@ -3,7 +3,8 @@
 Images: decoding.image_pixels (upright, fitted to the bundle's size and resize mode), uint8 [B, 3, H, W]; the model
 normalises them. Text: the bundle's tokenizer.json (truncated and padded to max_length, the graph's static token axis),
 input_ids/attention_mask int64 [B, max_length]. Audio: every frame (decoding.read_audio), mixed to mono, resampled to the
-encoder's rate (resample.py), cropped from the start or zero-padded to its length: float32 [B, N]. A cell that is
+encoder's rate (resample.py), cropped from the start or zero-padded to its length: float32 [B, N]. Tabular columns:
+the bundle's fitted preprocessing (data/tabular.py, torch-free), float32/bool/int64 [B, C]. A cell that is
 blank, or a file that cannot be read, is *missing*: with on_missing=zero its modality is masked for that row (the
 model sees `has_MODALITY` False and a blank input, as in training); drop leaves the row out; error stops.
 """
@@ -13,9 +14,11 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tokenizers import Tokenizer
 
 from crossmodal_cli.data.decoding import AUDIO_ERRORS, image_pixels, read_audio
+from crossmodal_cli.data.tabular import TabularPreprocessor
 from crossmodal_cli.errors import CrossmodalError
 from crossmodal_cli.runtime.resample import resample
 
@@ -39,6 +42,17 @@ class Inputs:
 
     def __init__(self, spec: dict, tokenizer: Tokenizer | None):
         self.spec, self.tokenizer = spec, tokenizer
+        self.preprocessor = TabularPreprocessor.from_state(spec["tabular"]["state"]) if "tabular" in spec else None
+
+    def tabular(self, frame: pd.DataFrame, source: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+        """The tabular columns of `frame` (indexed by line) transformed as in training: {tabular_KIND: array}
+        for the graph's inputs (bundle.json "tabular"."inputs"); a row is usable when one cell is not blank. A
+        category the training split lacked is unknown; a word in a numeric column is an error naming its line."""
+        arrays = self.preprocessor.transform(frame, source)
+        values = {f"tabular_{kind}": value for kind, value in arrays.inputs().items()
+                  if kind in self.spec["tabular"]["inputs"]}
+        ok = arrays.any_present()
+        return values, ok, ["" if good else "every tabular cell blank" for good in ok]
 
     def image(self, cells: list) -> tuple[np.ndarray, np.ndarray, list[str]]:
         size, resize = int(self.spec["image"]["size"]), self.spec["image"]["resize"]

@@ -1,10 +1,11 @@
 """Tabular columns through real runs on the generated listings (data/tabular_demo.py): training with image +
 tabular (FT-Transformer tokens into the attention fusion, modality dropout), the fitted preprocessing in the
 checkpoint and data_report.json, cmeval's per-column importance, prediction with an unseen category and blank
-cells, exact resume, the feature cache, the serialised-text baseline, the Python API, and the data mistakes a
-user can make, each refused in one line."""
+cells, exact resume, the feature cache, the serialised-text baseline, the Python API, the exported bundle and
+its server, and the data mistakes a user can make, each refused in one line."""
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
@@ -117,9 +118,49 @@ def test_resume_from_an_epoch_checkpoint_is_exact(run, tmp_path):
                                                           for k in a["model"])
 
 
-def test_export_refuses_a_tabular_model_in_one_line(run, tmp_path):
-    with pytest.raises(CrossmodalError, match=r"reads tabular columns .* cannot be exported yet"):
-        export_bundle(run["root"] / "run/checkpoints/best.ckpt", tmp_path / "bundle")
+def new_rows(run, folder: Path) -> pd.DataFrame:
+    """Twelve test rows as a caller holds them (numbers as numbers, NaN blanks), images copied to `folder`, with
+    an unseen brand in three rows and a blank weight in two."""
+    shutil.copytree(run["csv"].parent / "images", folder / "images")
+    rows = pd.read_csv(run["csv"]).query("split == 'test'").drop(columns=["label", "split"]).head(12)
+    rows["image_path"] = [str(folder / p) for p in rows["image_path"]]
+    rows["brand"] = ["newco"] * 3 + rows["brand"].tolist()[3:]
+    rows["weight"] = [None] * 2 + rows["weight"].tolist()[2:]
+    return rows.reset_index(drop=True)
+
+
+def test_the_exported_bundle_predicts_as_the_checkpoint_and_serves(run, tmp_path):
+    from crossmodal_cli.runtime import load_bundle
+    from tests.export.shipping import request, serving
+
+    card = export_bundle(run["root"] / "run/checkpoints/best.ckpt", tmp_path / "bundle")
+    assert card["export"]["max_abs_difference"] < 1e-4
+    assert {"tabular_numeric", "tabular_numeric_present", "tabular_categorical"} <= set(card["export"]["inputs"])
+    assert {"price", "weight", "brand", "condition", "image_path"} <= set(card["inputs"])
+    rows = new_rows(run, tmp_path)
+    expected = load(run["root"] / "run", device="cpu").predict(rows)
+    got = load_bundle(tmp_path / "bundle").predict(rows)
+    probabilities = [c for c in expected.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(got[probabilities].to_numpy(), expected[probabilities].to_numpy(), atol=1e-4)
+    assert got["predicted"].tolist() == expected["predicted"].tolist() and got["brand"].tolist()[0] == "newco"
+    with pytest.raises(CrossmodalError, match=r"DataFrame row 1: column 'price' is numeric \(so typed on the "
+                                              r"training split\) but holds 'cheap'"):
+        load_bundle(tmp_path / "bundle").predict(rows.assign(price=[1.5, "cheap", *rows["price"].tolist()[2:]]))
+
+    with serving(tmp_path / "bundle") as port:
+        payload = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items() if k != "text"}
+                   for row in rows.to_dict("records")]
+        for row in payload:  # the server takes images as base64
+            row["image_path"] = base64.b64encode(Path(row["image_path"]).read_bytes()).decode()
+        status, answer = request(port, "POST", "/predict", json.dumps({"rows": payload}).encode(),
+                                 {"Content-Type": "application/json"})
+        assert status == 200, answer
+        assert [p["predicted"] for p in answer["predictions"]] == expected["predicted"].tolist()
+        payload[1]["price"] = "cheap"
+        status, answer = request(port, "POST", "/predict", json.dumps({"rows": payload}).encode(),
+                                 {"Content-Type": "application/json"})
+        assert status == 422 and "column 'price' is numeric" in answer["error"], answer
+        assert request(port, "GET", "/health")[0] == 200  # still up
 
 
 def test_the_feature_cache_gives_the_metrics_of_the_uncached_run(run, tmp_path):
@@ -145,6 +186,14 @@ def test_as_text_writes_the_columns_into_the_text(run, tmp_path):
     assert model.evaluate(run["csv"].parent / "data.csv") and "val" in metrics
     text = model.predictor.read(model.predictor.rebuilt.config.data, keep=["val"]).splits["val"]["text"].iloc[0]
     assert text.startswith("price: ") and "; brand: " in text
+    from crossmodal_cli.runtime import load_bundle
+
+    card = export_bundle(tmp_path / "run/checkpoints/best.ckpt", tmp_path / "bundle")
+    assert set(card["inputs"]) == {"price", "weight", "brand", "condition"}  # the text is made of them
+    rows = new_rows(run, tmp_path).drop(columns=["image_path", "text"])
+    expected, got = model.predict(rows), load_bundle(tmp_path / "bundle").predict(rows)
+    probabilities = [c for c in expected.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(got[probabilities].to_numpy(), expected[probabilities].to_numpy(), atol=1e-4)
 
 
 def val_word(frame: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,14 @@
 cmpredict's (the Python API's `load(...).predict`, which equals cmpredict: tests/test_api.py)."""
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import socket
+import subprocess
+import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -11,6 +18,8 @@ from crossmodal_cli import fit, load
 from crossmodal_cli.data.demo import ensure_demo
 from crossmodal_cli.exporting import export_bundle
 from crossmodal_cli.runtime import load_bundle
+
+from console import console
 
 FAST = ["trainer.max_epochs=1", "trainer.batch_size=16", "trainer.num_workers=0", "trainer.progress_bar=false",
         "data.audio.seconds=0.5"]
@@ -47,3 +56,38 @@ def assert_same_predictions(run: Path, bundle: Path, rows, on_missing: str = "ze
         else:
             assert [str(v) for v in have] == [str(v) for v in want], column
     return got
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, json.loads(data) if data else None
+
+
+@contextlib.contextmanager
+def serving(bundle: Path, *args: str, env: dict | None = None) -> Iterator[int]:
+    """`cmserve bundle=BUNDLE ARGS` as a real process on a free loopback port, once /health answers; its port."""
+    port = free_port()
+    proc = subprocess.Popen([*console("cmserve"), f"bundle={bundle}", f"port={port}", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for _ in range(300):
+            try:
+                if request(port, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1][-2000:]
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

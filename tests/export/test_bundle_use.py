@@ -7,7 +7,6 @@ import base64
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from crossmodal_cli.runtime import load_bundle
 from crossmodal_cli.runtime.resample import resample
 
 from console import console
-from shipping import assert_same_predictions, demo_csv, trained_bundle
+from shipping import assert_same_predictions, demo_csv, request, serving, trained_bundle
 
 REQUESTS = 50  # per client (scripts/serve_load.py runs the 8 x 200 of docs/serving.md)
 BLOCK_TORCH = """
@@ -143,37 +142,11 @@ def test_cmexport_writes_a_bundle_and_its_mistakes_are_one_line(shipped, tmp_pat
     assert (tmp_path / "full/keep.txt").read_text() == "mine"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request(method, path, body=body, headers=headers or {})
-    response = connection.getresponse()
-    data = response.read()
-    connection.close()
-    return response.status, json.loads(data) if data else None
-
-
 @pytest.fixture(scope="module")
 def server(shipped):
     _, _, bundle, blocker = shipped
-    port = free_port()
-    proc = subprocess.Popen([*console("cmserve"), f"bundle={bundle}", f"port={port}", "max_body_mb=1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=no_torch_env(blocker))
-    for _ in range(300):
-        try:
-            if request(port, "GET", "/health")[0] == 200:
-                break
-        except OSError:
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
-            time.sleep(0.1)
-    yield port
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving(bundle, "max_body_mb=1", env=no_torch_env(blocker)) as port:
+        yield port
 
 
 def rows_of(csv: Path, count: int) -> list[dict]:

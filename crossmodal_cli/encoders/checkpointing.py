@@ -112,7 +112,7 @@ def enable_checkpointing(encoder: nn.Module, key: str) -> None:
     if timm_models:
         try:
             timm_models[0].set_grad_checkpointing(True)
-        except (AssertionError, NotImplementedError, AttributeError) as err:
+        except (AssertionError, RuntimeError, AttributeError) as err:  # RuntimeError: also "not implemented"
             raise CrossmodalError(f"{key}=true: {type(timm_models[0]).__name__} cannot checkpoint its blocks "
                                   f"({str(err).strip() or type(err).__name__}); set {key}=false") from None
         return

@@ -172,15 +172,18 @@ class Checkpointer:
 
     def _write(self, state: dict[str, Any], best: bool, epoch_end: int | None) -> None:
         state = {**state, **self.extra}
-        last = path = self.folder / "last.ckpt"
+        last = self.folder / "last.ckpt"
+        # best.ckpt first: a process killed between the two writes then never leaves a last.ckpt whose best
+        # epoch has no best.ckpt (a resumed run that improves no further would have no best model to evaluate)
+        first = path = self.folder / "best.ckpt" if best else last
         try:
             save_checkpoint(state, path)
             if best:
-                path = self.folder / "best.ckpt"
-                _same_file(last, path, state)
+                path = last
+                _same_file(first, last, state)
             if epoch_end is not None and self.keep_last_k > 0:
                 path = self.folder / f"epoch-{epoch_end:03d}.ckpt"
-                _same_file(last, path, state)
+                _same_file(first, path, state)
                 for old in sorted(self.folder.glob("epoch-*.ckpt"))[:-self.keep_last_k]:
                     old.unlink(missing_ok=True)
         except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError

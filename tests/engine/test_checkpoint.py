@@ -221,3 +221,21 @@ def test_best_is_a_link_that_survives_the_next_save(tmp_path):
     assert load_checkpoint(tmp_path / "epoch-002.ckpt")["epoch"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "epoch-001.ckpt", "epoch-002.ckpt",
                                                           "last.ckpt"]
+
+
+def test_a_kill_between_the_writes_of_a_best_epoch_never_leaves_last_without_best(tmp_path, monkeypatch):
+    """best.ckpt is written before last.ckpt: a process killed in between leaves the previous last.ckpt (resumed
+    from the epoch before), never a last.ckpt naming a best epoch whose best.ckpt does not exist."""
+    from crossmodal_cli.engine import checkpoint
+
+    checkpointer = checkpoint.Checkpointer(tmp_path, keep_last_k=0, extra={})
+    checkpointer.save({"epoch": 1}, best=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands in for SIGKILL after the first write
+
+    monkeypatch.setattr(checkpoint, "_same_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save({"epoch": 2}, best=True)
+    assert load_checkpoint(tmp_path / "best.ckpt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "last.ckpt")["epoch"] == 1
